@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile in the Rust image, run from a slim Debian with only the binary.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin octp-backend \
+    && cp target/release/octp-backend /usr/local/bin/octp-backend
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --home-dir /var/lib/octp octp
+COPY --from=build /usr/local/bin/octp-backend /usr/local/bin/octp-backend
+USER octp
+WORKDIR /var/lib/octp
+ENV OCTP_BIND=0.0.0.0:7350
+EXPOSE 7350
+ENTRYPOINT ["octp-backend"]
+CMD ["serve"]

@@ -1,0 +1,77 @@
+//! Assembly: connect, migrate, build the services and the router, bind, serve until shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::Keys,
+    config::Config,
+    db,
+    domain::{config::ConfigService, health::HealthService},
+    graphql, http,
+    state::{AppState, Services},
+};
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl App {
+    /// Connects to the database, applies pending migrations and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let router = build_router(&config).await?;
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        Ok(App { listener, router })
+    }
+
+    /// The bound address; with port 0 in the config, the port the OS picked.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// The complete router for a configuration: connects, migrates and wires the services.
+pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
+    let backend = db::Backend::from_url(&config.database.url)?;
+    let connection = db::connect(&config.database)
+        .await
+        .with_context(|| format!("cannot connect to the {} database", backend.name()))?;
+    let applied = db::migrate(&connection)
+        .await
+        .context("cannot apply database migrations")?;
+    if applied > 0 {
+        tracing::info!(applied, "applied database migrations");
+    }
+    let config_service = ConfigService::new(connection.clone(), config.cache.config_ttl());
+    let services = Services {
+        health: HealthService::new(connection, config_service.clone()),
+        config: config_service,
+    };
+    let state = AppState {
+        schema: graphql::build(services.clone()),
+        services,
+        keys: Arc::new(Keys::new(&config.keys)),
+    };
+    Ok(http::router(
+        state,
+        Duration::from_secs(config.server.request_timeout_secs.max(1)),
+    ))
+}

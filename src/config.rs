@@ -1,0 +1,208 @@
+//! Runtime configuration: one clap tree, every setting a `--flag` with an `OCTP_*` environment
+//! fallback. Nothing else in the crate reads the environment.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// The http key Nakama ships with; kept as our default so legacy clients work out of the box.
+pub const DEFAULT_HTTP_KEY: &str = "defaulthttpkey";
+pub const DEFAULT_ADMIN_KEY: &str = "defaultadminkey";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/octp.db";
+/// Nakama's HTTP port, so game builds pointed at Nakama need no change.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7350";
+/// The contract's limit on any request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "octp-backend",
+    version,
+    about = "OCTP game backend: analytics, remote config and A/B experiments"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations and serve HTTP (the default).
+    Serve,
+    /// Show or change the database schema version.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL) that clients are generated from.
+    ExportSchema {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// List every migration and whether it is applied.
+    Status,
+    /// Apply pending migrations (all of them unless --steps is given).
+    Up {
+        #[arg(long)]
+        steps: Option<u32>,
+    },
+    /// Roll back applied migrations, newest first.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub keys: KeyConfig,
+    #[command(flatten)]
+    pub cache: CacheConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://path/to/file.db` (created when missing) or `postgres://user@host/db`.
+    #[arg(long = "database-url", env = "OCTP_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub url: String,
+    /// Largest number of pooled database connections (default: 16 on PostgreSQL, 8 on SQLite).
+    #[arg(
+        long = "db-max-connections",
+        env = "OCTP_DB_MAX_CONNECTIONS",
+        global = true
+    )]
+    pub max_connections: Option<u32>,
+    /// Seconds to wait for a database connection before a request fails with SERVICE_UNAVAILABLE.
+    #[arg(
+        long = "db-acquire-timeout-secs",
+        env = "OCTP_DB_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[arg(long, env = "OCTP_BIND", default_value = DEFAULT_BIND, global = true)]
+    pub bind: SocketAddr,
+    /// Seconds a request may take before it is answered with 408.
+    #[arg(
+        long = "request-timeout-secs",
+        env = "OCTP_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Clone, Args)]
+pub struct KeyConfig {
+    /// Key for game clients and services (`Authorization: Bearer` or `?http_key=`).
+    #[arg(long = "http-key", env = "OCTP_HTTP_KEY", default_value = DEFAULT_HTTP_KEY, global = true, hide_env_values = true)]
+    pub http_key: String,
+    /// Key for config and experiment changes; it may also do everything the http key does.
+    #[arg(long = "admin-key", env = "OCTP_ADMIN_KEY", default_value = DEFAULT_ADMIN_KEY, global = true, hide_env_values = true)]
+    pub admin_key: String,
+}
+
+/// Keys never reach logs, even through `{:?}`.
+impl fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("http_key", &"<redacted>")
+            .field("admin_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl KeyConfig {
+    /// Names of the keys still at their public defaults.
+    pub fn defaults_in_use(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.http_key == DEFAULT_HTTP_KEY {
+            names.push("http key");
+        }
+        if self.admin_key == DEFAULT_ADMIN_KEY {
+            names.push("admin key");
+        }
+        names
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheConfig {
+    /// Seconds a fetched remote config stays cached.
+    #[arg(
+        long = "config-cache-ttl-secs",
+        env = "OCTP_CONFIG_CACHE_TTL_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub config_ttl_secs: u64,
+}
+
+impl CacheConfig {
+    pub fn config_ttl(&self) -> Duration {
+        Duration::from_secs(self.config_ttl_secs)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter, e.g. `info` or `octp_backend=debug,tower_http=debug` (RUST_LOG syntax).
+    #[arg(
+        long = "log-level",
+        env = "OCTP_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub level: String,
+    /// Write logs as JSON lines instead of human-readable text.
+    #[arg(long = "log-json", env = "OCTP_LOG_JSON", global = true)]
+    pub json: bool,
+}
+
+impl Config {
+    /// A configuration with every default except the database URL and bind address; for tests and
+    /// embedding, where the environment must not leak in.
+    pub fn with_database(url: impl Into<String>, bind: SocketAddr) -> Self {
+        Config {
+            database: DatabaseConfig {
+                url: url.into(),
+                max_connections: None,
+                acquire_timeout_secs: 3,
+            },
+            server: ServerConfig {
+                bind,
+                request_timeout_secs: 30,
+            },
+            keys: KeyConfig {
+                http_key: DEFAULT_HTTP_KEY.to_owned(),
+                admin_key: DEFAULT_ADMIN_KEY.to_owned(),
+            },
+            cache: CacheConfig {
+                config_ttl_secs: 60,
+            },
+            log: LogConfig {
+                level: "info".to_owned(),
+                json: false,
+            },
+        }
+    }
+}

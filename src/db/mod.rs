@@ -1,0 +1,121 @@
+//! Database access: connecting (backend picked by URL scheme, pool sizing, SQLite pragmas),
+//! migrations, and the SeaORM entities.
+
+pub mod entities;
+
+use std::{path::Path, time::Duration};
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+
+use crate::config::DatabaseConfig;
+
+/// The backend a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, DbErr> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+        match scheme {
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => Err(DbErr::Custom(format!(
+                "unsupported database URL scheme {scheme:?}: use sqlite://path/to/file.db or postgres://user@host/database"
+            ))),
+        }
+    }
+
+    /// The name reported by health checks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    pub fn of(connection: &DatabaseConnection) -> Self {
+        match connection.get_database_backend() {
+            DatabaseBackend::Sqlite => Backend::Sqlite,
+            _ => Backend::Postgres,
+        }
+    }
+}
+
+/// Connects to the configured database, creating a missing SQLite file and its directory.
+pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let backend = Backend::from_url(&config.url)?;
+    if backend == Backend::Sqlite {
+        create_sqlite_directory(&config.url)?;
+    }
+    let mut options = ConnectOptions::new(config.url.clone());
+    let default_pool = match backend {
+        Backend::Postgres => 16,
+        // SQLite serialises writers; a few readers beside one writer is all WAL can use.
+        Backend::Sqlite => 8,
+    };
+    let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs.max(1));
+    options
+        .max_connections(config.max_connections.unwrap_or(default_pool))
+        .min_connections(1)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|options: SqliteConnectOptions| {
+            options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5))
+        });
+    Database::connect(options).await
+}
+
+fn create_sqlite_directory(url: &str) -> Result<(), DbErr> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                DbErr::Custom(format!(
+                    "cannot create the SQLite directory {}: {error}",
+                    parent.display()
+                ))
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies every pending migration; returns how many ran.
+pub async fn migrate(connection: &DatabaseConnection) -> Result<usize, DbErr> {
+    let pending = Migrator::get_pending_migrations(connection).await?.len();
+    if pending > 0 {
+        Migrator::up(connection, None).await?;
+    }
+    Ok(pending)
+}
+
+/// (applied, pending) migration counts.
+pub async fn migration_counts(connection: &DatabaseConnection) -> Result<(usize, usize), DbErr> {
+    let all = Migrator::get_migration_with_status(connection).await?;
+    let applied = all
+        .iter()
+        .filter(|migration| migration.status() == migration::MigrationStatus::Applied)
+        .count();
+    Ok((applied, all.len() - applied))
+}

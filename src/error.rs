@@ -1,0 +1,159 @@
+//! The domain error and the one table that maps each kind to the GraphQL `extensions.code`, the
+//! Nakama gRPC code and the HTTP status. Internal details are logged here, once, and never returned.
+
+use sea_orm::{DbErr, RuntimeErr};
+use serde::Serialize;
+
+/// One rule broken by one input, e.g. `{index: 3, field: "eventName", reason: "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the offending item in a batch; absent for single inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            index: None,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    BadUserInput {
+        message: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the database is unavailable; try again shortly")]
+    ServiceUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadUserInput,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    InternalServerError,
+}
+
+impl ErrorCode {
+    /// The GraphQL `extensions.code`.
+    pub fn as_str(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The gRPC status code Nakama reports for this kind of error.
+    pub fn grpc_code(self) -> u16 {
+        self.row().1
+    }
+
+    pub fn http_status(self) -> u16 {
+        self.row().2
+    }
+
+    fn row(self) -> (&'static str, u16, u16) {
+        match self {
+            ErrorCode::BadUserInput => ("BAD_USER_INPUT", 3, 400),
+            ErrorCode::Unauthenticated => ("UNAUTHENTICATED", 16, 401),
+            ErrorCode::Forbidden => ("FORBIDDEN", 7, 403),
+            ErrorCode::NotFound => ("NOT_FOUND", 5, 404),
+            ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 3, 413),
+            ErrorCode::ServiceUnavailable => ("SERVICE_UNAVAILABLE", 14, 503),
+            ErrorCode::InternalServerError => ("INTERNAL_SERVER_ERROR", 13, 500),
+        }
+    }
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::BadUserInput { .. } => ErrorCode::BadUserInput,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+            Error::Internal => ErrorCode::InternalServerError,
+        }
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let error = FieldError::new(field, reason);
+        Error::BadUserInput {
+            message: format!("invalid {}: {}", error.field, error.reason),
+            errors: vec![error],
+        }
+    }
+
+    /// Field errors of a batch, in input order.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            Error::BadUserInput { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(error: DbErr) -> Self {
+        if is_unavailable(&error) {
+            tracing::warn!(error = %error, "database unavailable");
+            Error::ServiceUnavailable
+        } else {
+            tracing::error!(error = %error, "database error");
+            Error::Internal
+        }
+    }
+}
+
+/// True when the database could not be reached (as opposed to rejecting a statement).
+pub fn is_unavailable(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    let runtime = match error {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    match runtime {
+        RuntimeErr::SqlxError(sqlx) => match sqlx.as_ref() {
+            SqlxError::Io(_)
+            | SqlxError::PoolTimedOut
+            | SqlxError::PoolClosed
+            | SqlxError::Tls(_) => true,
+            // SQLSTATE class 08 (connection exception) and 57P (server shutting down or starting).
+            SqlxError::Database(database) => database
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        },
+        _ => matches!(error, DbErr::Conn(_)),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,185 @@
+//! The HTTP surface: routes, the GraphQL transport (key check, body limit, parse errors as JSON),
+//! probes, the playground page, and the tower layers around them.
+
+use std::time::Duration;
+
+use async_graphql::{ErrorExtensions, ParseRequestError};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{FromRequest, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http_body_util::Limited;
+use serde_json::json;
+use tower_http::{
+    timeout::TimeoutLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, state::AppState};
+
+const PLAYGROUND_HTML: &str = include_str!("../playground/index.html");
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let api = Router::new()
+        .route("/graphql", get(graphql).post(graphql))
+        .route("/playground", get(playground))
+        .layer(trace_layer(Level::INFO));
+    // Probes are polled every few seconds; keep them out of the default log level.
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(trace_layer(Level::DEBUG));
+    api.merge(probes)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// A request span named by the matched route (not the raw path, which may carry ids or keys).
+fn trace_layer(
+    level: Level,
+) -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&Request) -> tracing::Span + Clone,
+    tower_http::trace::DefaultOnRequest,
+    DefaultOnResponse,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(move |request: &Request| {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            match level {
+                Level::DEBUG => tracing::debug_span!("request", method = %request.method(), route),
+                _ => tracing::info_span!("request", method = %request.method(), route),
+            }
+        })
+        .on_response(DefaultOnResponse::new().level(level))
+}
+
+async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    let Some(role) = graphql_role(&state, &request) else {
+        return unauthenticated();
+    };
+    if declared_length(request.headers()).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return graphql_error(Error::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    // The GraphQL extractor streams the body, so cap the stream itself, not just Content-Length.
+    let request = request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES)));
+    let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(request, &()).await {
+        Ok(batch) => batch.into_inner(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await).into_response()
+}
+
+/// The caller's role from `Authorization: Bearer <key>` or `?http_key=<key>`.
+fn graphql_role(state: &AppState, request: &Request) -> Option<Role> {
+    let header_key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let key = match auth::bearer_token(header_key) {
+        Some(token) => token.to_owned(),
+        None => auth::query_key(request.uri().query())?,
+    };
+    state.keys.role(&key)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn unauthenticated() -> Response {
+    let mut response = graphql_error(Error::Unauthenticated(
+        "a valid key is required: send `Authorization: Bearer <key>` or `?http_key=<key>`"
+            .to_owned(),
+    ));
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// A GraphQL-shaped error body with the status of the error's code, for failures that happen
+/// before the request reaches the schema.
+fn graphql_error(error: Error) -> Response {
+    let status = StatusCode::from_u16(error.code().http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = async_graphql::Response::from_errors(vec![
+        error
+            .extend()
+            .into_server_error(async_graphql::Pos::default()),
+    ]);
+    (status, Json(body)).into_response()
+}
+
+struct GraphQLRejection(ParseRequestError);
+
+impl From<ParseRequestError> for GraphQLRejection {
+    fn from(error: ParseRequestError) -> Self {
+        GraphQLRejection(error)
+    }
+}
+
+impl IntoResponse for GraphQLRejection {
+    fn into_response(self) -> Response {
+        let error = match self.0 {
+            ParseRequestError::PayloadTooLarge => Error::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            },
+            ParseRequestError::Io(io) if io.to_string().contains("length limit exceeded") => {
+                Error::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            }
+            other => Error::invalid("request", format!("not a valid GraphQL request: {other}")),
+        };
+        graphql_error(error)
+    }
+}
+
+async fn playground() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PLAYGROUND_HTML,
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let health = &state.services.health;
+    Json(json!({"status": "ok", "version": health.version()})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.services.health.database_reachable().await {
+        Json(json!({"status": "ready", "database": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,120 @@
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use migration::{Migrator, MigratorTrait};
+use octp_backend::{
+    App,
+    config::{Cli, Command, Config, LogConfig, MigrateAction},
+    db, graphql,
+};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.config.log);
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Migrate { action } => migrate(&cli.config, action).await,
+        Command::ExportSchema { output } => export_schema(output),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(log: &LogConfig) {
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|error| {
+        eprintln!(
+            "invalid --log-level {:?} ({error}); using \"info\"",
+            log.level
+        );
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    for key in config.keys.defaults_in_use() {
+        tracing::warn!(
+            "THE {} IS THE PUBLIC DEFAULT: anyone can use it. Set a secret one before exposing this server.",
+            key.to_uppercase()
+        );
+    }
+    let app = App::build(config).await?;
+    tracing::info!(address = %app.local_addr(), "listening; GraphQL at /graphql, playground at /playground");
+    app.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
+    let connection = db::connect(&config.database)
+        .await
+        .context("cannot connect to the database")?;
+    match action {
+        MigrateAction::Status => {
+            for migration in Migrator::get_migration_with_status(&connection).await? {
+                println!("{:<8} {}", migration.status(), migration.name());
+            }
+        }
+        MigrateAction::Up { steps } => {
+            Migrator::up(&connection, steps).await?;
+            let (applied, pending) = db::migration_counts(&connection).await?;
+            println!("applied: {applied}, pending: {pending}");
+        }
+        MigrateAction::Down { steps } => {
+            Migrator::down(&connection, Some(steps)).await?;
+            let (applied, pending) = db::migration_counts(&connection).await?;
+            println!("applied: {applied}, pending: {pending}");
+        }
+    }
+    Ok(())
+}
+
+fn export_schema(output: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let sdl = graphql::sdl();
+    match output {
+        Some(path) => std::fs::write(&path, sdl)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{sdl}"),
+    }
+    Ok(())
+}

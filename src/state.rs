@@ -1,0 +1,24 @@
+//! Shared state: the domain services (cheap to clone) and what the HTTP layer needs beside them.
+
+use std::sync::Arc;
+
+use crate::{
+    auth::Keys,
+    domain::{config::ConfigService, health::HealthService},
+    graphql::AppSchema,
+};
+
+/// The domain services, handed to both adapters.
+#[derive(Clone)]
+pub struct Services {
+    pub health: HealthService,
+    pub config: ConfigService,
+}
+
+/// Router state.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub schema: AppSchema,
+    pub keys: Arc<Keys>,
+}

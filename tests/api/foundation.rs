@@ -1,0 +1,254 @@
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{HTTP_KEY, TestApp, TestDatabase};
+
+const TABLES: [&str; 4] = [
+    "analytics_events",
+    "config_variants",
+    "experiment_metadata",
+    "user_experiment_assignments",
+];
+
+const INDEXES: [&str; 9] = [
+    "idx_analytics_events_event_name",
+    "idx_analytics_events_event_timestamp",
+    "idx_analytics_events_experiment_cohort",
+    "idx_analytics_events_user_timestamp",
+    "idx_experiment_metadata_active",
+    "idx_user_experiment_assignments_experiment_cohort",
+    "ux_analytics_events_event_id",
+    "ux_config_variants_experiment_cohort",
+    "ux_user_experiment_assignments_user_experiment",
+];
+
+#[tokio::test]
+async fn startup_migrations_create_the_four_tables_and_their_indexes() {
+    let app = TestApp::spawn().await;
+
+    let (tables, indexes) = app.database.schema_objects().await;
+
+    for table in TABLES {
+        assert!(
+            tables.iter().any(|name| name == table),
+            "missing table {table} in {tables:?}"
+        );
+    }
+    for index in INDEXES {
+        assert!(
+            indexes.iter().any(|name| name == index),
+            "missing index {index} in {indexes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_columns_are_jsonb_on_postgres() {
+    let database = TestDatabase::create().await;
+    if !database.is_postgres() {
+        return; // SQLite has no JSON column type; it stores JSON text.
+    }
+    let _app = TestApp::spawn_with(database, |_| {}).await;
+    let app_database = &_app.database;
+    let connection = app_database.connect().await;
+
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT table_name || '.' || column_name AS name FROM information_schema.columns WHERE data_type = 'jsonb' ORDER BY 1",
+        ),
+    )
+    .await
+    .unwrap();
+    let columns: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("", "name").unwrap())
+        .collect();
+
+    assert_eq!(
+        columns,
+        [
+            "analytics_events.properties",
+            "config_variants.config_data",
+            "experiment_metadata.cohorts"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_directory_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/deeper/octp.db", dir.path().display());
+    let mut config = octp_backend::Config::with_database(url, "127.0.0.1:0".parse().unwrap());
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+
+    octp_backend::App::build(config)
+        .await
+        .expect("the server starts");
+
+    assert!(dir.path().join("nested/deeper/octp.db").is_file());
+}
+
+#[tokio::test]
+async fn an_unsupported_database_url_fails_with_a_clear_message() {
+    let config = octp_backend::Config::with_database(
+        "mysql://root@localhost/db",
+        "127.0.0.1:0".parse().unwrap(),
+    );
+
+    let error = octp_backend::App::build(config)
+        .await
+        .err()
+        .expect("startup fails");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("unsupported database URL scheme \"mysql\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
+    let database = TestDatabase::create().await;
+    let migrate = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_octp-backend"))
+            .args(["--database-url", database.url(), "migrate"])
+            .args(args)
+            .output()
+            .expect("run the binary");
+        assert!(
+            output.status.success(),
+            "migrate {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let fresh = migrate(&["status"]);
+    assert_eq!(fresh.matches("Pending").count(), 4, "{fresh}");
+
+    assert!(migrate(&["up"]).contains("applied: 4, pending: 0"));
+    assert_eq!(migrate(&["status"]).matches("Applied").count(), 4);
+
+    assert!(migrate(&["down", "--steps", "2"]).contains("applied: 2, pending: 2"));
+    let (tables, _) = database.schema_objects().await;
+    assert!(
+        !tables.contains(&"user_experiment_assignments".to_owned()),
+        "{tables:?}"
+    );
+
+    assert!(migrate(&["up"]).contains("applied: 4, pending: 0"));
+}
+
+#[tokio::test]
+async fn the_playground_page_is_served_as_html_without_a_key() {
+    let app = TestApp::spawn().await;
+
+    let response = app.client.get(app.url("/playground")).send().await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/graphql"));
+    assert!(
+        !page.contains("https://"),
+        "the page must not load anything from the network"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_gets_400_with_a_clear_bad_user_input_error() {
+    let app = TestApp::spawn().await;
+
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid GraphQL request")
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_gets_413_payload_too_large_and_exactly_one_is_accepted() {
+    let app = TestApp::spawn().await;
+    let body_of = |size: usize| {
+        let prefix = r#"{"query":"{ health { status } }","variables":{"pad":""#;
+        let suffix = r#""}}"#;
+        let padding = "x".repeat(size - prefix.len() - suffix.len());
+        format!("{prefix}{padding}{suffix}")
+    };
+
+    let at_limit = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .header("content-type", "application/json")
+        .body(body_of(1024 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_limit.status(), StatusCode::OK);
+
+    let over = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .header("content-type", "application/json")
+        .body(body_of(1024 * 1024 + 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+
+    let _ = json!({});
+}
+
+/// No Docker engine runs in CI, so check the compose file's promises by reading it.
+#[test]
+fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_environment() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
+    let compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
+    let services = &compose["services"];
+
+    let postgres = &services["postgres"];
+    assert!(postgres["image"].as_str().unwrap().starts_with("postgres:"));
+    let check = postgres["healthcheck"]["test"][1].as_str().unwrap();
+    assert!(check.contains("pg_isready"), "{check}");
+
+    let server = &services["server"];
+    assert_eq!(server["build"].as_str(), Some("."));
+    assert_eq!(server["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"));
+    let environment = &server["environment"];
+    assert!(environment["OCTP_DATABASE_URL"].as_str().unwrap().starts_with("postgres://"));
+    for key in ["OCTP_HTTP_KEY", "OCTP_ADMIN_KEY"] {
+        let value = environment[key].as_str().unwrap();
+        assert!(value.starts_with("${") && value.contains(":?"), "{key} must come from the environment and be required: {value}");
+    }
+
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert_eq!(dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")), 2, "a two-stage build");
+    assert!(dockerfile.contains("COPY --from=build"));
+}

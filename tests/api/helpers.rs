@@ -1,0 +1,215 @@
+use std::net::SocketAddr;
+
+use octp_backend::{App, Config};
+use reqwest::{StatusCode, Url};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const HTTP_KEY: &str = "defaulthttpkey";
+pub const ADMIN_KEY: &str = "defaultadminkey";
+
+/// A database that exists for one test only.
+pub enum TestDatabase {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        server_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDatabase {
+    /// A fresh database on the backend TEST_DATABASE_URL selects (SQLite when unset).
+    pub async fn create() -> Self {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(server_url) if server_url.starts_with("postgres") => {
+                Self::create_postgres(server_url).await
+            }
+            Ok(other) if !other.is_empty() => {
+                panic!("TEST_DATABASE_URL must be a postgres:// URL, got {other:?}")
+            }
+            _ => Self::create_sqlite(),
+        }
+    }
+
+    pub fn create_sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let url = format!("sqlite://{}/octp.db", dir.path().display());
+        TestDatabase::Sqlite { _dir: dir, url }
+    }
+
+    async fn create_postgres(server_url: String) -> Self {
+        let name = format!("octp_test_{}", uuid::Uuid::new_v4().simple());
+        let server = Database::connect(server_url.as_str())
+            .await
+            .expect("connect to the PostgreSQL server named by TEST_DATABASE_URL");
+        server
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create a test database");
+        server.close().await.ok();
+        let mut url = Url::parse(&server_url).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        TestDatabase::Postgres {
+            server_url,
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDatabase::Postgres { .. })
+    }
+
+    /// A separate connection, for checking what the server stored.
+    pub async fn connect(&self) -> DatabaseConnection {
+        Database::connect(self.url())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Names of the tables and indexes in the database, sorted.
+    pub async fn schema_objects(&self) -> (Vec<String>, Vec<String>) {
+        let connection = self.connect().await;
+        let (tables, indexes) = if self.is_postgres() {
+            (
+                "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'",
+                "SELECT indexname AS name FROM pg_indexes WHERE schemaname = 'public'",
+            )
+        } else {
+            (
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
+            )
+        };
+        let names = |sql: &'static str| {
+            let connection = &connection;
+            async move {
+                let backend = connection.get_database_backend();
+                let mut names: Vec<String> = connection
+                    .query_all_raw(Statement::from_string(backend, sql))
+                    .await
+                    .expect("list schema objects")
+                    .iter()
+                    .map(|row| row.try_get::<String>("", "name").expect("a name column"))
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        (names(tables).await, names(indexes).await)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let TestDatabase::Postgres {
+            server_url, name, ..
+        } = self
+        else {
+            return;
+        };
+        let (server_url, name) = (server_url.clone(), name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build a runtime");
+            runtime.block_on(async {
+                let server = Database::connect(server_url.as_str()).await?;
+                server
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
+                server.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database: {dropped:?}");
+        }
+    }
+}
+
+/// The server, running on an ephemeral port with its own database.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    _shutdown: oneshot::Sender<()>,
+    // Declared last so the server stops before its database is dropped.
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestDatabase::create().await, |_| {}).await
+    }
+
+    pub async fn spawn_with(database: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::with_database(database.url(), "127.0.0.1:0".parse().unwrap());
+        adjust(&mut config);
+        let app = App::build(config).await.expect("the server starts");
+        let address = app.local_addr();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async {
+            stopped.await.ok();
+        }));
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            _shutdown: shutdown,
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Runs a GraphQL operation with the given key (or none); returns the status and the body.
+    pub async fn gql_as(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("the request is answered");
+        let status = response.status();
+        let body = response.json().await.expect("a JSON body");
+        (status, body)
+    }
+
+    /// Runs a GraphQL operation with the http key and returns `data`, failing on any error.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql_as(Some(HTTP_KEY), query, variables).await;
+        assert_eq!(status, StatusCode::OK, "unexpected status; body: {body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error, for operations expected to fail.
+    pub async fn gql_err_code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
+        let (_, body) = self.gql_as(key, query, variables).await;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
+            .to_owned()
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: each spawns the real server on an ephemeral port with a fresh database and
+//! talks HTTP to it. The backend is SQLite unless TEST_DATABASE_URL names a PostgreSQL server.
+
+mod helpers;
+
+mod foundation;
+mod health;
+mod schema;
