@@ -229,7 +229,8 @@ async fn a_body_over_one_mebibyte_gets_413_payload_too_large_and_exactly_one_is_
 /// No Docker engine runs in CI, so check the compose file's promises by reading it.
 #[test]
 fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_environment() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+        .unwrap();
     let compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
     let services = &compose["services"];
 
@@ -240,15 +241,31 @@ fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_env
 
     let server = &services["server"];
     assert_eq!(server["build"].as_str(), Some("."));
-    assert_eq!(server["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"));
+    assert_eq!(
+        server["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
     let environment = &server["environment"];
-    assert!(environment["OCTP_DATABASE_URL"].as_str().unwrap().starts_with("postgres://"));
+    assert!(
+        environment["OCTP_DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres://")
+    );
     for key in ["OCTP_HTTP_KEY", "OCTP_ADMIN_KEY"] {
         let value = environment[key].as_str().unwrap();
-        assert!(value.starts_with("${") && value.contains(":?"), "{key} must come from the environment and be required: {value}");
+        assert!(
+            value.starts_with("${") && value.contains(":?"),
+            "{key} must come from the environment and be required: {value}"
+        );
     }
 
-    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
-    assert_eq!(dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")), 2, "a two-stage build");
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert_eq!(
+        dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")),
+        2,
+        "a two-stage build"
+    );
     assert!(dockerfile.contains("COPY --from=build"));
 }
