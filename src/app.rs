@@ -10,7 +10,10 @@ use crate::{
     auth::Keys,
     config::Config,
     db,
-    domain::{config::ConfigService, health::HealthService},
+    domain::{
+        config::ConfigService, events::EventService, experiments::ExperimentService,
+        health::HealthService,
+    },
     graphql, http,
     state::{AppState, Services},
 };
@@ -60,9 +63,13 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     if applied > 0 {
         tracing::info!(applied, "applied database migrations");
     }
-    let config_service = ConfigService::new(connection.clone(), config.cache.config_ttl());
+    let ttl = config.cache.config_ttl();
+    let experiments = ExperimentService::new(connection.clone(), ttl);
+    let config_service = ConfigService::new(connection.clone(), experiments.clone(), ttl);
     let services = Services {
+        events: EventService::new(connection.clone()),
         health: HealthService::new(connection, config_service.clone()),
+        experiments,
         config: config_service,
     };
     let state = AppState {

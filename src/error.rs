@@ -156,4 +156,20 @@ pub fn is_unavailable(error: &DbErr) -> bool {
     }
 }
 
+/// Caches share one loader error among every waiter; rebuild an owned error from it.
+pub fn unwrap_shared(error: std::sync::Arc<Error>) -> Error {
+    match error.as_ref() {
+        Error::BadUserInput { message, errors } => Error::BadUserInput {
+            message: message.clone(),
+            errors: errors.clone(),
+        },
+        Error::Unauthenticated(message) => Error::Unauthenticated(message.clone()),
+        Error::Forbidden(message) => Error::Forbidden(message.clone()),
+        Error::NotFound(message) => Error::NotFound(message.clone()),
+        Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
+        Error::ServiceUnavailable => Error::ServiceUnavailable,
+        Error::Internal => Error::Internal,
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,17 +11,19 @@ use axum::{
     extract::{FromRequest, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use http_body_util::Limited;
 use serde_json::json;
 use tower_http::{
+    compression::CompressionLayer,
+    decompression::RequestDecompressionLayer,
     timeout::TimeoutLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
 
-use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, state::AppState};
+use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, rpc, state::AppState};
 
 const PLAYGROUND_HTML: &str = include_str!("../playground/index.html");
 
@@ -30,12 +32,20 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/graphql", get(graphql).post(graphql))
         .route("/playground", get(playground))
         .layer(trace_layer(Level::INFO));
+    // Nakama decompresses gzip/deflate request bodies and gzips replies for clients that ask.
+    let rpc = Router::new()
+        .route("/v2/rpc/", any(rpc::handle))
+        .route("/v2/rpc/{*id}", any(rpc::handle))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(trace_layer(Level::INFO));
     // Probes are polled every few seconds; keep them out of the default log level.
     let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(trace_layer(Level::DEBUG));
-    api.merge(probes)
+    api.merge(rpc)
+        .merge(probes)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use crate::{
     auth::Keys,
-    domain::{config::ConfigService, health::HealthService},
+    domain::{
+        config::ConfigService, events::EventService, experiments::ExperimentService,
+        health::HealthService,
+    },
     graphql::AppSchema,
 };
 
@@ -12,6 +15,8 @@ use crate::{
 #[derive(Clone)]
 pub struct Services {
     pub health: HealthService,
+    pub events: EventService,
+    pub experiments: ExperimentService,
     pub config: ConfigService,
 }
 

@@ -1,31 +1,69 @@
 //! The GraphQL adapter: types and resolvers over the domain services. Resolvers parse, call one
 //! service method and map the result; rules live in `crate::domain`.
 
+mod config;
 mod error;
+mod events;
+mod experiments;
 mod health;
+mod loaders;
+mod scalars;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{
+    Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, dataloader::DataLoader,
+};
 
 pub use self::error::{AdminGuard, Role};
 use crate::state::Services;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(health::HealthQuery);
+pub struct QueryRoot(
+    health::HealthQuery,
+    events::EventsQuery,
+    config::ConfigQuery,
+    experiments::ExperimentsQuery,
+);
 
-pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(
+    events::EventsMutation,
+    config::ConfigMutation,
+    experiments::ExperimentsMutation,
+);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// The schema without any data attached: enough to export the SDL.
-pub fn schema() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
 }
 
-/// The executable schema, with the services resolvers call.
+/// The executable schema, with the services and loaders resolvers call.
 pub fn build(services: Services) -> AppSchema {
-    schema().data(services).finish()
+    schema()
+        .data(DataLoader::new(
+            loaders::ExperimentLoader(services.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            loaders::VariantLoader(services.clone()),
+            tokio::spawn,
+        ))
+        .data(services)
+        .finish()
 }
 
 /// The SDL that `schema.graphql` must match.
 pub fn sdl() -> String {
     schema().finish().sdl()
+}
+
+fn services<'a>(ctx: &Context<'a>) -> &'a Services {
+    ctx.data_unchecked::<Services>()
 }

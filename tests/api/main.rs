@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod events;
 mod foundation;
 mod health;
 mod schema;

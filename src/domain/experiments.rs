@@ -1,0 +1,457 @@
+//! A/B experiments: definitions, the computed "active" state, and sticky cohort assignments.
+//! Definitions and assignments are cached; a write on this instance invalidates at once.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::OnConflict,
+};
+
+use crate::{
+    db::entities::{experiment_metadata, user_experiment_assignment},
+    domain::{
+        assignment::{self, CohortWeights},
+        validate::{self, TimestampValue},
+    },
+    error::{Error, FieldError, Result},
+};
+
+/// The experiment id reserved for the global default config.
+pub const GLOBAL: &str = "global";
+const MAX_DESCRIPTION_CHARS: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub cohorts: CohortWeights,
+    pub salt: String,
+    /// The stored flag; see [`Experiment::is_live`] for the computed state.
+    pub active: bool,
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Experiment {
+    /// Active flag set and `now` inside the [start, end) window.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.active
+            && self.start_at.is_none_or(|start| now >= start)
+            && self.end_at.is_none_or(|end| now < end)
+    }
+}
+
+impl From<experiment_metadata::Model> for Experiment {
+    fn from(model: experiment_metadata::Model) -> Self {
+        Experiment {
+            cohorts: CohortWeights::from_stored(&model.cohorts),
+            id: model.experiment_id,
+            name: model.name,
+            description: model.description,
+            salt: model.salt,
+            active: model.is_active,
+            start_at: model.start_at,
+            end_at: model.end_at,
+            created_at: model.created_at,
+            updated_at: model.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub user_id: String,
+    pub experiment_id: String,
+    pub cohort: String,
+    pub assigned_at: DateTime<Utc>,
+}
+
+impl From<user_experiment_assignment::Model> for Assignment {
+    fn from(model: user_experiment_assignment::Model) -> Self {
+        Assignment {
+            user_id: model.user_id,
+            experiment_id: model.experiment_id,
+            cohort: model.cohort,
+            assigned_at: model.assigned_at,
+        }
+    }
+}
+
+/// `upsertExperiment` input as the client sent it.
+#[derive(Debug, Clone)]
+pub struct ExperimentInput {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub cohorts: serde_json::Value,
+    pub active: bool,
+    pub start_at: Option<TimestampValue>,
+    pub end_at: Option<TimestampValue>,
+    pub salt: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct ExperimentService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    /// Experiment id → definition (None: no such experiment).
+    definitions: Cache<String, Option<Arc<Experiment>>>,
+    /// Every stored experiment, for the active list and the merged config.
+    all: Cache<(), Arc<Vec<Arc<Experiment>>>>,
+    /// (user, experiment) → assignment. Assignments are sticky, so a hit stays right as long as
+    /// its cohort still exists, which is checked on every read.
+    assignments: Cache<(String, String), Arc<Assignment>>,
+    /// Bumped by every write to experiments or configs, so derived caches know they are stale.
+    generation: AtomicU64,
+}
+
+impl ExperimentService {
+    pub fn new(db: DatabaseConnection, ttl: Duration) -> Self {
+        ExperimentService {
+            inner: Arc::new(Inner {
+                db,
+                definitions: Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(ttl)
+                    .build(),
+                all: Cache::builder().max_capacity(1).time_to_live(ttl).build(),
+                assignments: Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_idle(Duration::from_secs(600))
+                    .build(),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Changes whenever an experiment or a config is written on this instance.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks every cache derived from experiments or configs as stale.
+    pub(crate) async fn invalidate(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.definitions.invalidate_all();
+        self.inner.all.invalidate_all();
+    }
+
+    /// An experiment by id, whatever its state.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Experiment>>> {
+        let db = self.inner.db.clone();
+        let key = id.to_owned();
+        self.inner
+            .definitions
+            .try_get_with(key.clone(), async move {
+                let model = experiment_metadata::Entity::find_by_id(key)
+                    .one(&db)
+                    .await?;
+                Ok::<_, Error>(model.map(|model| Arc::new(Experiment::from(model))))
+            })
+            .await
+            .map_err(crate::error::unwrap_shared)
+    }
+
+    /// Experiments by id, for batch loading; unknown ids are absent from the map.
+    pub async fn get_many(&self, ids: &[String]) -> Result<HashMap<String, Arc<Experiment>>> {
+        let models = experiment_metadata::Entity::find()
+            .filter(experiment_metadata::Column::ExperimentId.is_in(ids.iter().cloned()))
+            .all(&self.inner.db)
+            .await?;
+        Ok(models
+            .into_iter()
+            .map(|model| {
+                (
+                    model.experiment_id.clone(),
+                    Arc::new(Experiment::from(model)),
+                )
+            })
+            .collect())
+    }
+
+    async fn all(&self) -> Result<Arc<Vec<Arc<Experiment>>>> {
+        let db = self.inner.db.clone();
+        self.inner
+            .all
+            .try_get_with((), async move {
+                let models = experiment_metadata::Entity::find()
+                    .order_by_asc(experiment_metadata::Column::ExperimentId)
+                    .all(&db)
+                    .await?;
+                Ok::<_, Error>(Arc::new(
+                    models
+                        .into_iter()
+                        .map(|model| Arc::new(Experiment::from(model)))
+                        .collect(),
+                ))
+            })
+            .await
+            .map_err(crate::error::unwrap_shared)
+    }
+
+    /// Experiments active now, in byte order of their ids.
+    pub async fn active(&self) -> Result<Vec<Arc<Experiment>>> {
+        let now = Utc::now();
+        let mut live: Vec<Arc<Experiment>> = self
+            .all()
+            .await?
+            .iter()
+            .filter(|experiment| experiment.is_live(now))
+            .cloned()
+            .collect();
+        // Database collations may differ from byte order; the contract wants byte order.
+        live.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+        Ok(live)
+    }
+
+    /// An active experiment, or `NOT_FOUND`.
+    pub async fn live(&self, id: &str) -> Result<Arc<Experiment>> {
+        validate::slug(id).map_err(|reason| Error::invalid("experimentId", reason))?;
+        match self.get(id).await? {
+            Some(experiment) if experiment.is_live(Utc::now()) => Ok(experiment),
+            _ => Err(Error::NotFound(format!(
+                "experiment not found or not active: {id}"
+            ))),
+        }
+    }
+
+    /// The user's cohort in an active experiment: the stored one, or a new deterministic draw
+    /// when none is stored or the stored cohort was removed from the experiment.
+    #[tracing::instrument(skip_all, fields(user_id = %user_id, experiment_id = %experiment_id))]
+    pub async fn assignment(&self, user_id: &str, experiment_id: &str) -> Result<Arc<Assignment>> {
+        validate::printable_text(user_id).map_err(|reason| Error::invalid("userId", reason))?;
+        let experiment = self.live(experiment_id).await?;
+        self.assign(user_id, &experiment).await
+    }
+
+    /// As [`ExperimentService::assignment`], for an experiment already known to be active.
+    pub async fn assign(&self, user_id: &str, experiment: &Experiment) -> Result<Arc<Assignment>> {
+        let key = (user_id.to_owned(), experiment.id.clone());
+        if let Some(cached) = self.inner.assignments.get(&key).await
+            && experiment.cohorts.contains(&cached.cohort)
+        {
+            return Ok(cached);
+        }
+        let assignment = Arc::new(self.assign_in_database(user_id, experiment).await?);
+        self.inner.assignments.insert(key, assignment.clone()).await;
+        Ok(assignment)
+    }
+
+    async fn assign_in_database(
+        &self,
+        user_id: &str,
+        experiment: &Experiment,
+    ) -> Result<Assignment> {
+        let db = &self.inner.db;
+        let stored = find_assignment(db, user_id, &experiment.id).await?;
+        let cohort = assignment::assign(&experiment.salt, user_id, &experiment.cohorts).to_owned();
+        match stored {
+            Some(stored) if experiment.cohorts.contains(&stored.cohort) => return Ok(stored.into()),
+            Some(stored) => {
+                // Its cohort was removed: draw again. The update is conditional on the old cohort,
+                // so concurrent reassignments settle on one row.
+                user_experiment_assignment::Entity::update_many()
+                    .col_expr(user_experiment_assignment::Column::Cohort, cohort.into())
+                    .col_expr(
+                        user_experiment_assignment::Column::AssignedAt,
+                        validate::truncate_to_micros(Utc::now()).into(),
+                    )
+                    .filter(user_experiment_assignment::Column::Id.eq(stored.id))
+                    .filter(user_experiment_assignment::Column::Cohort.eq(stored.cohort))
+                    .exec(db)
+                    .await?;
+            }
+            None => {
+                // Concurrent first requests race here; the unique (user, experiment) index lets
+                // exactly one insert win and the others read the winner's row below.
+                let row = user_experiment_assignment::ActiveModel {
+                    id: NotSet,
+                    user_id: Set(user_id.to_owned()),
+                    experiment_id: Set(experiment.id.clone()),
+                    cohort: Set(cohort),
+                    assigned_at: Set(validate::truncate_to_micros(Utc::now())),
+                };
+                user_experiment_assignment::Entity::insert(row)
+                    .on_conflict_do_nothing_on([
+                        user_experiment_assignment::Column::UserId,
+                        user_experiment_assignment::Column::ExperimentId,
+                    ])
+                    .exec_without_returning(db)
+                    .await?;
+            }
+        }
+        find_assignment(db, user_id, &experiment.id)
+            .await?
+            .map(Assignment::from)
+            .ok_or_else(|| {
+                tracing::error!("assignment row missing right after it was written");
+                Error::Internal
+            })
+    }
+
+    /// Creates or replaces an experiment. Without `salt`, a stored salt is kept (a new experiment's
+    /// salt is its id).
+    #[tracing::instrument(skip_all, fields(experiment_id = %input.id))]
+    pub async fn upsert(&self, input: ExperimentInput) -> Result<Arc<Experiment>> {
+        let valid = validate_experiment(&input)?;
+        let now = validate::truncate_to_micros(Utc::now());
+        let row = experiment_metadata::ActiveModel {
+            experiment_id: Set(input.id.clone()),
+            name: Set(input.name),
+            description: Set(input.description),
+            cohorts: Set(valid.cohorts.to_json()),
+            salt: Set(input.salt.clone().unwrap_or_else(|| input.id.clone())),
+            is_active: Set(input.active),
+            start_at: Set(valid.start_at),
+            end_at: Set(valid.end_at),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let mut update = vec![
+            experiment_metadata::Column::Name,
+            experiment_metadata::Column::Description,
+            experiment_metadata::Column::Cohorts,
+            experiment_metadata::Column::IsActive,
+            experiment_metadata::Column::StartAt,
+            experiment_metadata::Column::EndAt,
+            experiment_metadata::Column::UpdatedAt,
+        ];
+        if input.salt.is_some() {
+            update.push(experiment_metadata::Column::Salt);
+        }
+        experiment_metadata::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(experiment_metadata::Column::ExperimentId)
+                    .update_columns(update)
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.inner.db)
+            .await?;
+        self.invalidate().await;
+        self.require(&input.id).await
+    }
+
+    /// Sets the stored active flag.
+    pub async fn set_active(&self, id: &str, active: bool) -> Result<Arc<Experiment>> {
+        validate::slug(id).map_err(|reason| Error::invalid("id", reason))?;
+        let updated = experiment_metadata::Entity::update_many()
+            .col_expr(experiment_metadata::Column::IsActive, active.into())
+            .col_expr(
+                experiment_metadata::Column::UpdatedAt,
+                validate::truncate_to_micros(Utc::now()).into(),
+            )
+            .filter(experiment_metadata::Column::ExperimentId.eq(id))
+            .exec(&self.inner.db)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(Error::NotFound(format!("experiment not found: {id}")));
+        }
+        self.invalidate().await;
+        self.require(id).await
+    }
+
+    async fn require(&self, id: &str) -> Result<Arc<Experiment>> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("experiment not found: {id}")))
+    }
+}
+
+async fn find_assignment(
+    db: &DatabaseConnection,
+    user_id: &str,
+    experiment_id: &str,
+) -> Result<Option<user_experiment_assignment::Model>> {
+    Ok(user_experiment_assignment::Entity::find()
+        .filter(user_experiment_assignment::Column::UserId.eq(user_id))
+        .filter(user_experiment_assignment::Column::ExperimentId.eq(experiment_id))
+        .one(db)
+        .await?)
+}
+
+struct ValidExperiment {
+    cohorts: CohortWeights,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+}
+
+fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
+    let mut errors = Vec::new();
+    let mut check = |field: &str, outcome: Result<(), String>| {
+        if let Err(reason) = outcome {
+            errors.push(FieldError::new(field, reason));
+        }
+    };
+    check("id", validate::slug(&input.id));
+    if input.id == GLOBAL {
+        check(
+            "id",
+            Err(format!(
+                "{GLOBAL:?} is reserved for the global default config"
+            )),
+        );
+    }
+    check("name", validate::printable_text(&input.name));
+    if let Some(description) = &input.description {
+        let chars = description.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            check(
+                "description",
+                Err(format!(
+                    "must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
+                )),
+            );
+        }
+    }
+    if let Some(salt) = &input.salt {
+        check("salt", validate::slug(salt));
+    }
+    let cohorts = CohortWeights::parse(&input.cohorts);
+    if let Err(reason) = &cohorts {
+        check("cohorts", Err(reason.clone()));
+    }
+    let mut time = |field: &str, value: &Option<TimestampValue>| match value {
+        None => None,
+        Some(value) => validate::parse_timestamp(value)
+            .map_err(|reason| check(field, Err(reason)))
+            .ok(),
+    };
+    let start_at = time("startAt", &input.start_at);
+    let end_at = time("endAt", &input.end_at);
+    if let (Some(start), Some(end)) = (start_at, end_at)
+        && end <= start
+    {
+        errors.push(FieldError::new("endAt", "must be later than startAt"));
+    }
+    match cohorts {
+        Ok(cohorts) if errors.is_empty() => Ok(ValidExperiment {
+            cohorts,
+            start_at,
+            end_at,
+        }),
+        _ => {
+            let first = &errors[0];
+            Err(Error::BadUserInput {
+                message: format!("invalid {}: {}", first.field, first.reason),
+                errors,
+            })
+        }
+    }
+}

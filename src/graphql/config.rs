@@ -1,0 +1,139 @@
+//! `remoteConfig` and `updateRemoteConfig`.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ErrorExtensions, Json, Object, Result};
+
+use crate::{
+    domain::config::{self, ConfigUpdate},
+    graphql::{AdminGuard, experiments::Assignment, scalars::DateTime, services},
+};
+
+#[derive(Default)]
+pub struct ConfigQuery;
+
+#[Object]
+impl ConfigQuery {
+    /// The config for a user. With `experimentId`: the user's cohort config, else the
+    /// experiment's default, else the global default, else `{}` (`source` says which). Without:
+    /// the global default with every active experiment's config laid over it.
+    async fn remote_config(
+        &self,
+        ctx: &Context<'_>,
+        user_id: String,
+        experiment_id: Option<String>,
+    ) -> Result<RemoteConfig> {
+        services(ctx)
+            .config
+            .remote_config(&user_id, experiment_id.as_deref())
+            .await
+            .map(RemoteConfig)
+            .map_err(|error| error.extend())
+    }
+}
+
+#[derive(Default)]
+pub struct ConfigMutation;
+
+#[Object]
+impl ConfigMutation {
+    /// Stores a config (admin key) and bumps its version. `experimentId` absent: the global
+    /// default; `cohort` absent: the experiment's `default`. With `merge`, the new top-level keys
+    /// are laid over the stored object instead of replacing it.
+    #[graphql(guard = "AdminGuard")]
+    async fn update_remote_config(
+        &self,
+        ctx: &Context<'_>,
+        experiment_id: Option<String>,
+        cohort: Option<String>,
+        config: Json<serde_json::Value>,
+        #[graphql(default_with = "Some(false)")] merge: Option<bool>,
+    ) -> Result<ConfigVariant> {
+        services(ctx)
+            .config
+            .update(ConfigUpdate {
+                experiment_id,
+                cohort,
+                config: config.0,
+                merge: merge.unwrap_or(false),
+            })
+            .await
+            .map(ConfigVariant)
+            .map_err(|error| error.extend())
+    }
+}
+
+/// Which level of the fallback chain served the config.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The variant for the user's cohort.
+    Cohort,
+    /// The experiment's `default` variant.
+    ExperimentDefault,
+    /// The global default.
+    Global,
+    /// Nothing stored: `{}` with version 0.
+    None,
+}
+
+impl From<config::ConfigSource> for ConfigSource {
+    fn from(source: config::ConfigSource) -> Self {
+        match source {
+            config::ConfigSource::Cohort => ConfigSource::Cohort,
+            config::ConfigSource::ExperimentDefault => ConfigSource::ExperimentDefault,
+            config::ConfigSource::Global => ConfigSource::Global,
+            config::ConfigSource::None => ConfigSource::None,
+        }
+    }
+}
+
+pub struct RemoteConfig(Arc<config::RemoteConfig>);
+
+#[Object]
+impl RemoteConfig {
+    async fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+    async fn experiment_id(&self) -> Option<&str> {
+        self.0.experiment_id.as_deref()
+    }
+    /// The user's cohort when the experiment is active, whichever level served.
+    async fn cohort(&self) -> Option<&str> {
+        self.0.cohort.as_deref()
+    }
+    async fn source(&self) -> ConfigSource {
+        self.0.source.into()
+    }
+    /// The served variant's version; for the merged answer, the sum of the versions used.
+    async fn version(&self) -> i32 {
+        i32::try_from(self.0.version).unwrap_or(i32::MAX)
+    }
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(self.0.config.clone())
+    }
+    async fn assignments(&self) -> Vec<Assignment> {
+        self.0.assignments.iter().cloned().map(Assignment).collect()
+    }
+}
+
+pub struct ConfigVariant(pub config::ConfigVariant);
+
+#[Object]
+impl ConfigVariant {
+    /// Null for the global default.
+    async fn experiment_id(&self) -> Option<&str> {
+        self.0.experiment_id.as_deref()
+    }
+    async fn cohort(&self) -> &str {
+        &self.0.cohort
+    }
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(self.0.config.clone())
+    }
+    async fn version(&self) -> i32 {
+        i32::try_from(self.0.version).unwrap_or(i32::MAX)
+    }
+    async fn updated_at(&self) -> DateTime {
+        self.0.updated_at.into()
+    }
+}

@@ -1,0 +1,201 @@
+//! Experiments and assignments.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, ErrorExtensions, InputObject, Json, Object, Result, SimpleObject,
+    dataloader::DataLoader,
+};
+
+use crate::{
+    domain::experiments::{self, ExperimentInput as DomainExperimentInput},
+    graphql::{
+        AdminGuard, config::ConfigVariant, loaders::VariantLoader, scalars::DateTime, services,
+    },
+};
+
+#[derive(Default)]
+pub struct ExperimentsQuery;
+
+#[Object]
+impl ExperimentsQuery {
+    /// The user's cohort in an active experiment, assigned deterministically on first request and
+    /// sticky afterwards. Unknown or inactive experiment: `NOT_FOUND`.
+    async fn experiment_assignment(
+        &self,
+        ctx: &Context<'_>,
+        user_id: String,
+        experiment_id: String,
+    ) -> Result<Assignment> {
+        services(ctx)
+            .experiments
+            .assignment(&user_id, &experiment_id)
+            .await
+            .map(Assignment)
+            .map_err(|error| error.extend())
+    }
+
+    /// Experiments active now (flag set and inside their time window), in byte order of their ids.
+    async fn active_experiments(&self, ctx: &Context<'_>) -> Result<Vec<Experiment>> {
+        let active = services(ctx)
+            .experiments
+            .active()
+            .await
+            .map_err(|error| error.extend())?;
+        Ok(active.into_iter().map(Experiment).collect())
+    }
+
+    /// Any experiment by id, whatever its state (admin key).
+    #[graphql(guard = "AdminGuard")]
+    async fn experiment(&self, ctx: &Context<'_>, id: String) -> Result<Option<Experiment>> {
+        services(ctx)
+            .experiments
+            .get(&id)
+            .await
+            .map(|found| found.map(Experiment))
+            .map_err(|error| error.extend())
+    }
+}
+
+#[derive(Default)]
+pub struct ExperimentsMutation;
+
+#[Object]
+impl ExperimentsMutation {
+    /// Creates or replaces an experiment (admin key). Without `salt` the stored salt is kept (a new
+    /// experiment's salt is its id); changing the salt re-randomises future assignments.
+    #[graphql(guard = "AdminGuard")]
+    async fn upsert_experiment(
+        &self,
+        ctx: &Context<'_>,
+        input: ExperimentInput,
+    ) -> Result<Experiment> {
+        services(ctx)
+            .experiments
+            .upsert(input.into_domain())
+            .await
+            .map(Experiment)
+            .map_err(|error| error.extend())
+    }
+
+    /// Turns an experiment on or off (admin key).
+    #[graphql(guard = "AdminGuard")]
+    async fn set_experiment_active(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        active: bool,
+    ) -> Result<Experiment> {
+        services(ctx)
+            .experiments
+            .set_active(&id, active)
+            .await
+            .map(Experiment)
+            .map_err(|error| error.extend())
+    }
+}
+
+/// An experiment definition. `cohorts` is a JSON object of cohort name → weight (1 to 20 cohorts,
+/// finite weights ≥ 0, sum > 0); `default` is reserved.
+#[derive(InputObject)]
+pub struct ExperimentInput {
+    id: String,
+    name: String,
+    description: Option<String>,
+    cohorts: Json<serde_json::Value>,
+    #[graphql(default_with = "Some(true)")]
+    active: Option<bool>,
+    start_at: Option<DateTime>,
+    end_at: Option<DateTime>,
+    salt: Option<String>,
+}
+
+impl ExperimentInput {
+    fn into_domain(self) -> DomainExperimentInput {
+        DomainExperimentInput {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            cohorts: self.cohorts.0,
+            active: self.active.unwrap_or(true),
+            start_at: self.start_at.map(DateTime::into_input),
+            end_at: self.end_at.map(DateTime::into_input),
+            salt: self.salt,
+        }
+    }
+}
+
+pub struct Experiment(pub Arc<experiments::Experiment>);
+
+#[Object]
+impl Experiment {
+    async fn id(&self) -> &str {
+        &self.0.id
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// Cohorts in byte order of their names.
+    async fn cohorts(&self) -> Vec<Cohort> {
+        self.0
+            .cohorts
+            .iter()
+            .map(|(name, weight)| Cohort {
+                name: name.to_owned(),
+                weight,
+            })
+            .collect()
+    }
+    /// The stored flag; the experiment is active only inside its time window as well.
+    async fn active(&self) -> bool {
+        self.0.active
+    }
+    async fn start_at(&self) -> Option<DateTime> {
+        self.0.start_at.map(DateTime::from)
+    }
+    async fn end_at(&self) -> Option<DateTime> {
+        self.0.end_at.map(DateTime::from)
+    }
+    async fn created_at(&self) -> DateTime {
+        self.0.created_at.into()
+    }
+    async fn updated_at(&self) -> DateTime {
+        self.0.updated_at.into()
+    }
+    /// The experiment's stored configs: one per cohort that has one, and its `default`.
+    async fn variants(&self, ctx: &Context<'_>) -> Result<Vec<ConfigVariant>> {
+        let variants = ctx
+            .data_unchecked::<DataLoader<VariantLoader>>()
+            .load_one(self.0.id.clone())
+            .await?
+            .unwrap_or_default();
+        Ok(variants.into_iter().map(ConfigVariant).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Cohort {
+    name: String,
+    weight: f64,
+}
+
+pub struct Assignment(pub Arc<experiments::Assignment>);
+
+#[Object]
+impl Assignment {
+    async fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+    async fn experiment_id(&self) -> &str {
+        &self.0.experiment_id
+    }
+    async fn cohort(&self) -> &str {
+        &self.0.cohort
+    }
+    async fn assigned_at(&self) -> DateTime {
+        self.0.assigned_at.into()
+    }
+}

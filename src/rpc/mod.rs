@@ -1,0 +1,220 @@
+//! The Nakama-compatible adapter: `/v2/rpc/{id}` with Nakama's transport rules (NAKAMA_RPC.md):
+//! authentication, then the id, then the body, then the call, then the reply, with Nakama's
+//! fixed transport error bodies byte for byte. Each RPC is a thin alias over a domain service.
+
+mod calls;
+mod payload;
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use http_body_util::{BodyExt, Limited};
+use percent_encoding::percent_decode_str;
+
+use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, state::AppState};
+
+const NO_KEY: &str = r#"{"error":"Auth token or HTTP key required","message":"Auth token or HTTP key required","code":16}"#;
+const BAD_KEY: &str = r#"{"error":"HTTP key invalid","message":"HTTP key invalid","code":16}"#;
+const BAD_TOKEN: &str =
+    r#"{"error":"Auth token invalid","message":"Auth token invalid","code":16}"#;
+const NO_ID: &str = r#"{"error":"RPC ID must be set","message":"RPC ID must be set","code":3}"#;
+const UNKNOWN_ID: &str =
+    r#"{"error":"RPC function not found","message":"RPC function not found","code":5}"#;
+const NOT_A_STRING: &str = r#"{"error":"json: cannot unmarshal object into Go value of type string","message":"json: cannot unmarshal object into Go value of type string","code":3}"#;
+const TOO_LARGE: &str = r#"{"code":3, "message":"http: request body too large"}"#;
+const METHOD_NOT_ALLOWED: &str = r#"{"code":12,"message":"Method Not Allowed"}"#;
+const NO_STORE: &str = "no-store, no-cache, must-revalidate";
+
+/// Entry point for every method on `/v2/rpc/` and below.
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    match *request.method() {
+        Method::GET | Method::POST => {}
+        Method::OPTIONS => {
+            return (StatusCode::OK, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")]).into_response();
+        }
+        _ => return fixed(StatusCode::NOT_IMPLEMENTED, METHOD_NOT_ALLOWED),
+    }
+    let role = match authenticate(&state, &request) {
+        Ok(role) => role,
+        Err(body) => return fixed(StatusCode::UNAUTHORIZED, body),
+    };
+    let raw_id = request
+        .uri()
+        .path()
+        .strip_prefix("/v2/rpc/")
+        .unwrap_or_default();
+    let id = percent_decode_str(raw_id)
+        .decode_utf8_lossy()
+        .to_lowercase();
+    if id.is_empty() {
+        return fixed(StatusCode::BAD_REQUEST, NO_ID);
+    }
+    let Some(call) = calls::Call::from_id(&id) else {
+        return fixed(StatusCode::NOT_FOUND, UNKNOWN_ID);
+    };
+    let query = request.uri().query().map(str::to_owned);
+    let unwrap = query_params(query.as_deref()).any(|(name, _)| name == "unwrap");
+    let request_content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let payload = match read_payload(request, query.as_deref(), unwrap).await {
+        Ok(payload) => payload,
+        Err(response) => return response,
+    };
+    match calls::dispatch(call, &state.services, role, &payload).await {
+        Ok(reply) => success(reply, unwrap, request_content_type),
+        Err(error) => error_reply(&error),
+    }
+}
+
+/// Nakama's order of checks: a right `?http_key=` wins; an empty one counts as absent; then
+/// Basic auth with the key as user name; a Bearer token is a session token, which we never issue.
+fn authenticate(state: &AppState, request: &Request) -> Result<Role, &'static str> {
+    if let Some(key) = auth::query_key(request.uri().query()) {
+        return state.keys.role(&key).ok_or(BAD_KEY);
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim);
+    let Some(authorization) = authorization else {
+        return Err(NO_KEY);
+    };
+    let (scheme, credentials) = authorization.split_once(' ').unwrap_or((authorization, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        let user = STANDARD
+            .decode(credentials.trim())
+            .ok()
+            .and_then(|decoded| String::from_utf8(decoded).ok())
+            .map(|decoded| decoded.split(':').next().unwrap_or_default().to_owned());
+        return user.and_then(|user| state.keys.role(&user)).ok_or(BAD_KEY);
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BAD_TOKEN);
+    }
+    Err(NO_KEY)
+}
+
+fn query_params(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+}
+
+/// The payload text per NAKAMA_RPC.md §4: GET takes `?payload=` raw; POST takes the raw body with
+/// `unwrap`, else a JSON string whose content is the payload.
+async fn read_payload(
+    request: Request,
+    query: Option<&str>,
+    unwrap: bool,
+) -> Result<String, Response> {
+    if request.method() == Method::GET {
+        return Ok(query_params(query)
+            .find(|(name, _)| name == "payload")
+            .map(|(_, value)| value)
+            .unwrap_or_default());
+    }
+    let body = read_body(request).await?;
+    if unwrap {
+        return String::from_utf8(body.to_vec())
+            .map_err(|_| error_reply(&Error::invalid("payload", "is not valid UTF-8")));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    match serde_json::from_slice::<Option<String>>(&body) {
+        Ok(text) => Ok(text.unwrap_or_default()),
+        Err(_) => Err(fixed(StatusCode::BAD_REQUEST, NOT_A_STRING)),
+    }
+}
+
+async fn read_body(request: Request) -> Result<Bytes, Response> {
+    let too_large = || {
+        let mut response = fixed(StatusCode::BAD_REQUEST, TOO_LARGE);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    if declared_length(request.headers()).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => {
+            tracing::debug!(%error, "reading an RPC body failed");
+            Err(error_reply(&Error::invalid("body", "could not be read")))
+        }
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn success(reply: String, unwrap: bool, content_type: Option<HeaderValue>) -> Response {
+    let (content_type, body) = if unwrap {
+        (
+            content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")),
+            reply,
+        )
+    } else {
+        let envelope = serde_json::json!({ "payload": reply }).to_string();
+        (HeaderValue::from_static("application/json"), envelope)
+    };
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+    response
+}
+
+/// Nakama's error body `{"code","error","message"}` (keys in Go's alphabetical order) with the
+/// status of the code. `error` carries the per-field details when there are any.
+fn error_reply(error: &Error) -> Response {
+    let code = error.code();
+    let message = error.to_string();
+    let details = error.field_errors();
+    let error_value = if details.is_empty() {
+        serde_json::Value::String(message.clone())
+    } else {
+        serde_json::json!({ "code": code.as_str(), "errors": details })
+    };
+    let body = serde_json::json!({
+        "code": code.grpc_code(),
+        "error": error_value,
+        "message": message,
+    });
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+    response
+}
+
+fn fixed(status: StatusCode, body: &'static str) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+    response
+}

@@ -1,0 +1,669 @@
+//! Analytics through the typed client generated from the committed schema.graphql.
+
+use std::collections::HashSet;
+
+use graphql_client::GraphQLQuery;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_KEY, HTTP_KEY, TestApp};
+
+type DateTime = Value;
+#[allow(clippy::upper_case_acronyms)]
+type JSON = Value;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schema.graphql",
+    query_path = "tests/graphql/collect_events.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone, Default"
+)]
+struct CollectEvents;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "schema.graphql",
+    query_path = "tests/graphql/user_events.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone, Default"
+)]
+struct UserEvents;
+
+use collect_events::EventInput;
+
+fn event(user: &str, name: &str) -> EventInput {
+    EventInput {
+        event_id: None,
+        user_id: user.to_owned(),
+        session_id: None,
+        event_name: name.to_owned(),
+        timestamp: None,
+        properties: None,
+        experiment_id: None,
+        cohort: None,
+    }
+}
+
+fn with_id(mut input: EventInput, id: &str) -> EventInput {
+    input.event_id = Some(id.to_owned());
+    input
+}
+
+fn at(mut input: EventInput, timestamp: Value) -> EventInput {
+    input.timestamp = Some(timestamp);
+    input
+}
+
+impl TestApp {
+    async fn typed<Q: GraphQLQuery>(
+        &self,
+        variables: Q::Variables,
+    ) -> graphql_client::Response<Q::ResponseData> {
+        self.client
+            .post(self.url("/graphql"))
+            .bearer_auth(HTTP_KEY)
+            .json(&Q::build_query(variables))
+            .send()
+            .await
+            .expect("the request is answered")
+            .json()
+            .await
+            .expect("a GraphQL response")
+    }
+
+    async fn collect(&self, events: Vec<EventInput>) -> collect_events::CollectEventsCollectEvents {
+        let response = self
+            .typed::<CollectEvents>(collect_events::Variables { events })
+            .await;
+        assert!(
+            response.errors.is_none(),
+            "unexpected errors: {:?}",
+            response.errors
+        );
+        response.data.unwrap().collect_events
+    }
+
+    /// The error of a batch that must be refused, as raw JSON.
+    async fn collect_refused(&self, events: Vec<EventInput>) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .bearer_auth(HTTP_KEY)
+            .json(&CollectEvents::build_query(collect_events::Variables {
+                events,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+        body["errors"][0].clone()
+    }
+
+    async fn history(
+        &self,
+        variables: user_events::Variables,
+    ) -> user_events::UserEventsUserEvents {
+        let response = self.typed::<UserEvents>(variables).await;
+        assert!(
+            response.errors.is_none(),
+            "unexpected errors: {:?}",
+            response.errors
+        );
+        response.data.unwrap().user_events
+    }
+
+    async fn all_event_ids(&self, user: &str) -> Vec<String> {
+        let page = self
+            .history(user_events::Variables {
+                user_id: user.to_owned(),
+                first: Some(500),
+                ..Default::default()
+            })
+            .await;
+        page.edges
+            .into_iter()
+            .map(|edge| edge.node.event_id)
+            .collect()
+    }
+}
+
+fn bad_fields(error: &Value) -> Vec<(u64, String)> {
+    error["extensions"]["errors"]
+        .as_array()
+        .expect("extensions.errors")
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_100_event_batch_is_stored_and_read_back_newest_first() {
+    let app = TestApp::spawn().await;
+    let events: Vec<EventInput> = (0..100)
+        .map(|i| {
+            let mut input = at(
+                with_id(event("player-1", "level_up"), &format!("e-{i:03}")),
+                json!(1_700_000_000 + i),
+            );
+            input.properties =
+                Some(json!({"level": i, "tags": ["a", "b"], "nested": {"deep": {"x": i}}}));
+            input.session_id = Some("s-1".to_owned());
+            input
+        })
+        .collect();
+
+    let outcome = app.collect(events).await;
+
+    assert_eq!(outcome.accepted, 100);
+    assert_eq!(outcome.duplicates, 0);
+    assert_eq!(
+        outcome.event_ids,
+        (0..100).map(|i| format!("e-{i:03}")).collect::<Vec<_>>()
+    );
+    let page = app
+        .history(user_events::Variables {
+            user_id: "player-1".to_owned(),
+            first: Some(100),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(page.edges.len(), 100);
+    assert!(!page.page_info.has_next_page);
+    let newest = &page.edges[0].node;
+    assert_eq!(newest.event_id, "e-099");
+    assert_eq!(newest.timestamp, json!("2023-11-14T22:14:59Z"));
+    assert_eq!(newest.session_id.as_deref(), Some("s-1"));
+    assert_eq!(
+        newest.properties,
+        json!({"level": 99, "tags": ["a", "b"], "nested": {"deep": {"x": 99}}})
+    );
+    assert_eq!(page.edges[99].node.event_id, "e-000");
+}
+
+#[tokio::test]
+async fn events_without_ids_get_uuids_returned_in_input_order() {
+    let app = TestApp::spawn().await;
+
+    let outcome = app
+        .collect(vec![
+            event("u", "a"),
+            with_id(event("u", "b"), "mine"),
+            event("u", "c"),
+        ])
+        .await;
+
+    assert_eq!(outcome.accepted, 3);
+    assert_eq!(outcome.event_ids[1], "mine");
+    for generated in [&outcome.event_ids[0], &outcome.event_ids[2]] {
+        assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    }
+    let stored: HashSet<String> = app.all_event_ids("u").await.into_iter().collect();
+    assert_eq!(stored, outcome.event_ids.into_iter().collect());
+}
+
+#[tokio::test]
+async fn retries_and_repeats_inside_a_batch_are_stored_once() {
+    let app = TestApp::spawn().await;
+    let batch = vec![
+        with_id(event("u", "first"), "a"),
+        with_id(event("u", "only"), "b"),
+        with_id(event("u", "repeat"), "a"),
+    ];
+
+    let first = app.collect(batch.clone()).await;
+    let retry = app.collect(batch).await;
+
+    assert_eq!((first.accepted, first.duplicates), (2, 1));
+    assert_eq!(first.event_ids, ["a", "b", "a"]);
+    assert_eq!((retry.accepted, retry.duplicates), (0, 3));
+    let page = app
+        .history(user_events::Variables {
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .await;
+    let names: HashSet<String> = page
+        .edges
+        .iter()
+        .map(|e| e.node.event_name.clone())
+        .collect();
+    assert_eq!(page.edges.len(), 2);
+    assert!(
+        names.contains("first") && !names.contains("repeat"),
+        "the first occurrence is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_any_bad_event_stores_nothing_and_names_every_bad_event() {
+    let app = TestApp::spawn().await;
+    let mut bad_properties = event("u", "ok");
+    bad_properties.properties = Some(json!("not an object"));
+    let batch = vec![
+        with_id(event("u", "fine"), "good-1"),
+        event("", "fine"),
+        event("u", "has space"),
+        bad_properties,
+        at(event("u", "fine"), json!("last tuesday")),
+        at(event("u", "fine"), json!(true)),
+        with_id(event("u", "fine"), "good-2"),
+    ];
+
+    let error = app.collect_refused(batch).await;
+
+    assert_eq!(
+        bad_fields(&error),
+        [
+            (1, "userId".to_owned()),
+            (2, "eventName".to_owned()),
+            (3, "properties".to_owned()),
+            (4, "timestamp".to_owned()),
+            (5, "timestamp".to_owned()),
+        ]
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 of 7 events are invalid")
+    );
+    assert!(
+        app.all_event_ids("u").await.is_empty(),
+        "nothing may be stored"
+    );
+}
+
+#[tokio::test]
+async fn batches_hold_one_to_one_hundred_events() {
+    let app = TestApp::spawn().await;
+
+    let empty = app.collect_refused(vec![]).await;
+    let too_many = app.collect_refused(vec![event("u", "e"); 101]).await;
+
+    assert_eq!(empty["extensions"]["errors"][0]["field"], "events");
+    assert!(too_many["message"].as_str().unwrap().contains("got 101"));
+    assert!(app.all_event_ids("u").await.is_empty());
+}
+
+#[tokio::test]
+async fn text_fields_are_checked_at_and_beyond_their_limits() {
+    let app = TestApp::spawn().await;
+    let long = |n: usize| "é".repeat(n);
+    let slug = |n: usize| "a".repeat(n);
+    let mut at_limit = event(&long(128), &slug(128));
+    at_limit.event_id = Some(long(128));
+    at_limit.session_id = Some(long(128));
+    at_limit.experiment_id = Some(slug(128));
+    at_limit.cohort = Some(slug(128));
+
+    assert_eq!(app.collect(vec![at_limit]).await.accepted, 1);
+
+    let cases: Vec<(EventInput, &str)> = vec![
+        (event(&long(129), "e"), "userId"),
+        (event("u\u{7}", "e"), "userId"),
+        (event("u", &slug(129)), "eventName"),
+        (event("u", ""), "eventName"),
+        (event("u", "naïve"), "eventName"),
+        (with_id(event("u", "e"), &long(129)), "eventId"),
+        (with_id(event("u", "e"), ""), "eventId"),
+        (
+            EventInput {
+                session_id: Some(long(129)),
+                ..event("u", "e")
+            },
+            "sessionId",
+        ),
+        (
+            EventInput {
+                session_id: Some("a\nb".into()),
+                ..event("u", "e")
+            },
+            "sessionId",
+        ),
+        (
+            EventInput {
+                experiment_id: Some(slug(129)),
+                ..event("u", "e")
+            },
+            "experimentId",
+        ),
+        (
+            EventInput {
+                experiment_id: Some("a b".into()),
+                ..event("u", "e")
+            },
+            "experimentId",
+        ),
+        (
+            EventInput {
+                cohort: Some(String::new()),
+                ..event("u", "e")
+            },
+            "cohort",
+        ),
+        (
+            EventInput {
+                cohort: Some("c/d".into()),
+                ..event("u", "e")
+            },
+            "cohort",
+        ),
+    ];
+    for (input, field) in cases {
+        let error = app.collect_refused(vec![input]).await;
+        assert_eq!(bad_fields(&error), [(0, field.to_owned())], "{error}");
+    }
+}
+
+#[tokio::test]
+async fn properties_must_be_an_object_of_at_most_16_kib() {
+    let app = TestApp::spawn().await;
+    // {"k":"xxx…"} is 8 bytes plus the padding.
+    let sized = |bytes: usize| json!({"k": "x".repeat(bytes - 8)});
+    let mut fits = event("u", "e");
+    fits.properties = Some(sized(16_384));
+    let mut over = event("u", "e");
+    over.properties = Some(sized(16_385));
+    let mut array = event("u", "e");
+    array.properties = Some(json!([1, 2, 3]));
+
+    assert_eq!(app.collect(vec![fits]).await.accepted, 1);
+    for input in [over, array] {
+        let error = app.collect_refused(vec![input]).await;
+        assert_eq!(bad_fields(&error), [(0, "properties".to_owned())]);
+    }
+}
+
+#[tokio::test]
+async fn timestamps_accept_offsets_and_epochs_and_refuse_out_of_range_values() {
+    let app = TestApp::spawn().await;
+    let good = vec![
+        with_id(
+            at(event("u", "offset"), json!("2024-05-01T12:00:00+02:00")),
+            "offset",
+        ),
+        with_id(at(event("u", "seconds"), json!(1_714_557_600)), "seconds"),
+        with_id(
+            at(event("u", "millis"), json!(1_714_557_600_250_i64)),
+            "millis",
+        ),
+        with_id(
+            at(event("u", "fraction"), json!(1_714_557_600.5)),
+            "fraction",
+        ),
+        with_id(at(event("u", "y2k"), json!("2000-01-01T00:00:00Z")), "y2k"),
+        with_id(event("u", "absent"), "absent"),
+    ];
+
+    app.collect(good).await;
+
+    let page = app
+        .history(user_events::Variables {
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .await;
+    let by_id = |id: &str| {
+        page.edges
+            .iter()
+            .find(|e| e.node.event_id == id)
+            .unwrap()
+            .node
+            .clone()
+    };
+    assert_eq!(by_id("offset").timestamp, json!("2024-05-01T10:00:00Z"));
+    assert_eq!(by_id("seconds").timestamp, json!("2024-05-01T10:00:00Z"));
+    assert_eq!(by_id("millis").timestamp, json!("2024-05-01T10:00:00.250Z"));
+    assert_eq!(
+        by_id("fraction").timestamp,
+        json!("2024-05-01T10:00:00.500Z")
+    );
+    assert_eq!(by_id("y2k").timestamp, json!("2000-01-01T00:00:00Z"));
+    let absent = by_id("absent");
+    assert_eq!(
+        absent.timestamp, absent.received_at,
+        "absent → the receive time"
+    );
+
+    let tomorrow_and_a_bit = chrono::Utc::now() + chrono::Duration::hours(25);
+    for bad in [
+        json!("1999-12-31T23:59:59Z"),
+        json!(tomorrow_and_a_bit.to_rfc3339()),
+        json!(-5),
+        json!("2024-13-01T00:00:00Z"),
+        json!("yesterday"),
+        json!({"when": "now"}),
+    ] {
+        let error = app
+            .collect_refused(vec![at(event("u", "e"), bad.clone())])
+            .await;
+        assert_eq!(bad_fields(&error), [(0, "timestamp".to_owned())], "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn unicode_quotes_and_sql_looking_text_are_stored_verbatim() {
+    let app = TestApp::spawn().await;
+    let tricky = [
+        "Ωmega-üser 🎮",
+        "robert'); DROP TABLE analytics_events;--",
+        "quote \" backslash \\ tab-free",
+        "日本語のユーザー",
+    ];
+    let events = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut input = with_id(event(text, "e"), text);
+            input.session_id = Some(text.to_string());
+            input.properties = Some(json!({"text": text, "emoji": "🔥💯", "n": i}));
+            input
+        })
+        .collect();
+
+    app.collect(events).await;
+
+    for (i, text) in tricky.iter().enumerate() {
+        let page = app
+            .history(user_events::Variables {
+                user_id: text.to_string(),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(page.edges.len(), 1, "{text}");
+        let node = &page.edges[0].node;
+        assert_eq!(node.event_id, *text);
+        assert_eq!(node.user_id, *text);
+        assert_eq!(node.session_id.as_deref(), Some(*text));
+        assert_eq!(
+            node.properties,
+            json!({"text": text, "emoji": "🔥💯", "n": i})
+        );
+    }
+}
+
+#[tokio::test]
+async fn paging_through_three_pages_while_events_arrive_has_no_gap_or_repeat() {
+    let app = TestApp::spawn().await;
+    let original: Vec<EventInput> = (0..30)
+        .map(|i| {
+            with_id(
+                at(event("pager", "tick"), json!(1_700_000_000 + i)),
+                &format!("old-{i}"),
+            )
+        })
+        .collect();
+    app.collect(original).await;
+    let page = |after: Option<String>| user_events::Variables {
+        user_id: "pager".into(),
+        first: Some(10),
+        after,
+        ..Default::default()
+    };
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    for round in 0..3 {
+        let result = app.history(page(after.clone())).await;
+        seen.extend(result.edges.iter().map(|edge| edge.node.event_id.clone()));
+        assert_eq!(result.page_info.has_next_page, round < 2);
+        after = result.page_info.end_cursor;
+        // Newer events arrive between pages, including one sharing a timestamp with the page end.
+        let arriving = vec![
+            with_id(event("pager", "tick"), &format!("new-{round}")),
+            with_id(
+                at(event("pager", "tick"), json!(1_700_000_029 - 10 * round)),
+                &format!("same-ts-{round}"),
+            ),
+        ];
+        app.collect(arriving).await;
+    }
+
+    let expected: Vec<String> = (0..30).rev().map(|i| format!("old-{i}")).collect();
+    let old_seen: Vec<String> = seen
+        .iter()
+        .filter(|id| id.starts_with("old-"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        old_seen, expected,
+        "every original event exactly once, newest first"
+    );
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        seen.len(),
+        "no repeats: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn filters_by_name_and_half_open_time_range_and_caps_first_at_500() {
+    let app = TestApp::spawn().await;
+    for chunk in 0..6 {
+        let batch = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                let name = if n % 2 == 0 { "even" } else { "odd" };
+                at(event("heavy", name), json!(1_700_000_000 + n))
+            })
+            .collect();
+        app.collect(batch).await;
+    }
+
+    let capped = app
+        .history(user_events::Variables {
+            user_id: "heavy".into(),
+            first: Some(1000),
+            ..Default::default()
+        })
+        .await;
+    let odd = app
+        .history(user_events::Variables {
+            user_id: "heavy".into(),
+            event_name: Some("odd".into()),
+            first: Some(500),
+            ..Default::default()
+        })
+        .await;
+    let window = app
+        .history(user_events::Variables {
+            user_id: "heavy".into(),
+            since: Some(json!(1_700_000_010)),
+            until: Some(json!("2023-11-14T22:13:40Z")), // = 1_700_000_020
+            ..Default::default()
+        })
+        .await;
+
+    assert_eq!(capped.edges.len(), 500);
+    assert!(capped.page_info.has_next_page);
+    assert_eq!(odd.edges.len(), 300);
+    assert!(odd.edges.iter().all(|e| e.node.event_name == "odd"));
+    let seconds: Vec<i64> = window
+        .edges
+        .iter()
+        .map(|e| {
+            chrono::DateTime::parse_from_rfc3339(e.node.timestamp.as_str().unwrap())
+                .unwrap()
+                .timestamp()
+                - 1_700_000_000
+        })
+        .collect();
+    assert_eq!(
+        seconds,
+        (10..20).rev().collect::<Vec<_>>(),
+        "since inclusive, until exclusive"
+    );
+}
+
+#[tokio::test]
+async fn bad_paging_arguments_are_refused_with_the_field_named() {
+    let app = TestApp::spawn().await;
+    let query = "query($after: String, $first: Int, $since: DateTime) { userEvents(userId: \"u\", after: $after, first: $first, since: $since) { nodes { id } } }";
+
+    for (variables, field) in [
+        (json!({"after": "garbage"}), "after"),
+        (json!({"first": -1}), "first"),
+        (json!({"since": "not a time"}), "since"),
+    ] {
+        let (_, body) = app.gql_as(Some(HTTP_KEY), query, variables).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+        assert_eq!(
+            body["errors"][0]["extensions"]["errors"][0]["field"], field,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_resolves_its_experiment() {
+    let app = TestApp::spawn().await;
+    let (_, created) = app
+        .gql_as(
+            Some(ADMIN_KEY),
+            r#"mutation { upsertExperiment(input: {id: "onboarding_v2", name: "Onboarding", cohorts: {control: 0.5, variant_b: 0.5}}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        created["data"]["upsertExperiment"]["id"], "onboarding_v2",
+        "{created}"
+    );
+    let mut tagged = event("u", "e");
+    tagged.experiment_id = Some("onboarding_v2".into());
+    tagged.cohort = Some("control".into());
+    let mut unknown = event("u", "e");
+    unknown.experiment_id = Some("no_such_experiment".into());
+    app.collect(vec![tagged, unknown, event("u", "e")]).await;
+
+    let page = app
+        .history(user_events::Variables {
+            user_id: "u".into(),
+            ..Default::default()
+        })
+        .await;
+
+    let mut experiments: Vec<Option<String>> = page
+        .edges
+        .iter()
+        .map(|edge| {
+            edge.node
+                .experiment
+                .as_ref()
+                .map(|experiment| experiment.name.clone())
+        })
+        .collect();
+    experiments.sort();
+    assert_eq!(experiments, [None, None, Some("Onboarding".to_owned())]);
+}
