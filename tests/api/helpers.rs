@@ -204,6 +204,54 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// Runs a GraphQL operation with the admin key and returns `data`, failing on any error.
+    pub async fn admin(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql_as(Some(ADMIN_KEY), query, variables).await;
+        assert_eq!(status, StatusCode::OK, "unexpected status; body: {body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Creates or replaces an experiment with the admin key.
+    pub async fn upsert_experiment(&self, input: Value) -> Value {
+        self.admin(
+            "mutation($input: ExperimentInput!) { upsertExperiment(input: $input) { id name cohorts { name weight } active } }",
+            json!({"input": input}),
+        )
+        .await["upsertExperiment"]
+            .clone()
+    }
+
+    /// The user's cohort through `experimentAssignment`.
+    pub async fn cohort_of(&self, user: &str, experiment: &str) -> String {
+        let data = self
+            .gql(
+                "query($u: String!, $e: String!) { experimentAssignment(userId: $u, experimentId: $e) { cohort } }",
+                json!({"u": user, "e": experiment}),
+            )
+            .await;
+        data["experimentAssignment"]["cohort"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Stores a config with the admin key; returns the ConfigVariant.
+    pub async fn set_config(
+        &self,
+        experiment: Option<&str>,
+        cohort: Option<&str>,
+        config: Value,
+        merge: bool,
+    ) -> Value {
+        self.admin(
+            "mutation($e: String, $c: String, $config: JSON!, $m: Boolean) { updateRemoteConfig(experimentId: $e, cohort: $c, config: $config, merge: $m) { experimentId cohort config version updatedAt } }",
+            json!({"e": experiment, "c": cohort, "config": config, "m": merge}),
+        )
+        .await["updateRemoteConfig"]
+            .clone()
+    }
+
     /// The `extensions.code` of the first error, for operations expected to fail.
     pub async fn gql_err_code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
         let (_, body) = self.gql_as(key, query, variables).await;

@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod config;
 mod events;
+mod experiments;
 mod foundation;
 mod health;
 mod schema;

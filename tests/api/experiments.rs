@@ -1,0 +1,401 @@
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_KEY, HTTP_KEY, TestApp};
+
+const ASSIGN: &str = "query($u: String!, $e: String!) { experimentAssignment(userId: $u, experimentId: $e) { userId experimentId cohort assignedAt } }";
+
+/// Assigns many users in few requests (200 aliased fields each); returns user → cohort.
+async fn assign_many(app: &TestApp, experiment: &str, users: &[String]) -> HashMap<String, String> {
+    let mut cohorts = HashMap::new();
+    for chunk in users.chunks(200) {
+        let fields: String = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, user)| {
+                format!("a{i}: experimentAssignment(userId: {}, experimentId: \"{experiment}\") {{ cohort }} ", json!(user))
+            })
+            .collect();
+        let data = app.gql(&format!("{{ {fields} }}"), json!({})).await;
+        for (i, user) in chunk.iter().enumerate() {
+            cohorts.insert(
+                user.clone(),
+                data[format!("a{i}")]["cohort"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    cohorts
+}
+
+fn share(cohorts: &HashMap<String, String>, cohort: &str) -> f64 {
+    cohorts.values().filter(|c| *c == cohort).count() as f64 / cohorts.len() as f64
+}
+
+#[tokio::test]
+async fn the_contract_vectors_hold_through_the_api() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(
+        json!({"id": "onboarding_v2", "name": "O", "cohorts": {"control": 0.5, "variant_b": 0.5}}),
+    )
+    .await;
+    app.upsert_experiment(json!({"id": "shop_prices", "name": "S", "cohorts": {"control": 1, "cheap": 1, "premium": 2}})).await;
+    app.upsert_experiment(json!({"id": "difficulty", "name": "D", "cohorts": {"easy": 0.2, "normal": 0.6, "hard": 0.2}})).await;
+    app.upsert_experiment(
+        json!({"id": "holdout", "name": "H", "cohorts": {"control": 0.9, "treatment": 0.1}}),
+    )
+    .await;
+
+    for (experiment, user, cohort) in [
+        ("onboarding_v2", "user-1", "control"),
+        ("onboarding_v2", "user-3", "variant_b"),
+        ("shop_prices", "alice", "premium"),
+        ("shop_prices", "erin", "cheap"),
+        ("shop_prices", "sybil", "control"),
+        ("difficulty", "7f3c2a9e-0b1d-4e55-9a61-2f4e8c1d0b77", "easy"),
+        ("difficulty", "Ωmega-üser", "hard"),
+        ("holdout", "user-28", "treatment"),
+    ] {
+        assert_eq!(
+            app.cohort_of(user, experiment).await,
+            cohort,
+            "{experiment}/{user}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_users_split_close_to_the_weights() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(json!({"id": "half", "name": "Half", "cohorts": {"a": 0.5, "b": 0.5}}))
+        .await;
+    app.upsert_experiment(
+        json!({"id": "quarters", "name": "Q", "cohorts": {"x": 1, "y": 1, "z": 2}}),
+    )
+    .await;
+    let users: Vec<String> = (0..10_000).map(|i| format!("player-{i}")).collect();
+
+    let half = assign_many(&app, "half", &users).await;
+    let quarters = assign_many(&app, "quarters", &users).await;
+
+    assert!(
+        (share(&half, "a") - 0.5).abs() <= 0.02,
+        "a: {}",
+        share(&half, "a")
+    );
+    assert!(
+        (share(&quarters, "x") - 0.25).abs() <= 0.02,
+        "x: {}",
+        share(&quarters, "x")
+    );
+    assert!(
+        (share(&quarters, "y") - 0.25).abs() <= 0.02,
+        "y: {}",
+        share(&quarters, "y")
+    );
+    assert!(
+        (share(&quarters, "z") - 0.5).abs() <= 0.02,
+        "z: {}",
+        share(&quarters, "z")
+    );
+}
+
+#[tokio::test]
+async fn assignments_stay_sticky_when_weights_change_and_move_only_when_their_cohort_is_removed() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(json!({"id": "e", "name": "E", "cohorts": {"control": 1, "treat": 1}}))
+        .await;
+    let users: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+    let before = assign_many(&app, "e", &users).await;
+    assert!(
+        share(&before, "control") > 0.3,
+        "both cohorts are populated"
+    );
+
+    app.upsert_experiment(json!({"id": "e", "name": "E", "cohorts": {"control": 0, "treat": 1}}))
+        .await;
+    let after_weights = assign_many(&app, "e", &users).await;
+    let newcomers = assign_many(
+        &app,
+        "e",
+        &[
+            "late-1".to_owned(),
+            "late-2".to_owned(),
+            "late-3".to_owned(),
+        ],
+    )
+    .await;
+
+    assert_eq!(after_weights, before, "a weight change moves nobody");
+    assert!(
+        newcomers.values().all(|c| c == "treat"),
+        "new users follow the new weights"
+    );
+
+    app.upsert_experiment(json!({"id": "e", "name": "E", "cohorts": {"treat": 1, "fresh": 1}}))
+        .await;
+    let after_removal = assign_many(&app, "e", &users).await;
+
+    for user in &users {
+        match before[user].as_str() {
+            "treat" => assert_eq!(after_removal[user], "treat", "{user} stays"),
+            _ => assert!(["treat", "fresh"].contains(&after_removal[user].as_str())),
+        }
+    }
+    assert!(
+        after_removal.values().any(|c| c == "fresh"),
+        "removed users are drawn again"
+    );
+    let connection = app.database.connect().await;
+    let rows = sea_orm::ConnectionTrait::query_one_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM user_experiment_assignments WHERE cohort = 'control'",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        rows.try_get::<i64>("", "n").unwrap(),
+        0,
+        "stored rows follow the reassignment"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_agree_and_store_one_row() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(
+        json!({"id": "race", "name": "Race", "cohorts": {"a": 1, "b": 1, "c": 1}}),
+    )
+    .await;
+
+    let requests = (0..24).map(|_| app.cohort_of("racer", "race"));
+    let cohorts = futures_util::future::join_all(requests).await;
+
+    assert!(
+        cohorts.windows(2).all(|pair| pair[0] == pair[1]),
+        "{cohorts:?}"
+    );
+    let connection = app.database.connect().await;
+    let row = sea_orm::ConnectionTrait::query_one_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM user_experiment_assignments WHERE user_id = 'racer'",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+}
+
+#[tokio::test]
+async fn unknown_inactive_and_out_of_window_experiments_are_not_found() {
+    let app = TestApp::spawn().await;
+    let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let past = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    app.upsert_experiment(
+        json!({"id": "off", "name": "Off", "cohorts": {"a": 1}, "active": false}),
+    )
+    .await;
+    app.upsert_experiment(
+        json!({"id": "later", "name": "Later", "cohorts": {"a": 1}, "startAt": future}),
+    )
+    .await;
+    app.upsert_experiment(
+        json!({"id": "over", "name": "Over", "cohorts": {"a": 1}, "endAt": past}),
+    )
+    .await;
+    app.upsert_experiment(json!({"id": "on", "name": "On", "cohorts": {"a": 1}}))
+        .await;
+
+    for experiment in ["missing", "off", "later", "over"] {
+        let code = app
+            .gql_err_code(Some(HTTP_KEY), ASSIGN, json!({"u": "u", "e": experiment}))
+            .await;
+        assert_eq!(code, "NOT_FOUND", "{experiment}");
+    }
+    assert_eq!(app.cohort_of("u", "on").await, "a");
+
+    app.admin(
+        "mutation { setExperimentActive(id: \"on\", active: false) { active } }",
+        json!({}),
+    )
+    .await;
+    let code = app
+        .gql_err_code(Some(HTTP_KEY), ASSIGN, json!({"u": "u", "e": "on"}))
+        .await;
+    assert_eq!(code, "NOT_FOUND", "deactivation is visible at once");
+}
+
+#[tokio::test]
+async fn active_experiments_lists_live_ones_in_byte_order_with_their_variants() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(json!({"id": "b_exp", "name": "B", "cohorts": {"z": 1, "a": 1, "B": 1}}))
+        .await;
+    app.upsert_experiment(json!({"id": "a_exp", "name": "A", "cohorts": {"only": 1}}))
+        .await;
+    app.upsert_experiment(json!({"id": "Z_exp", "name": "Z", "cohorts": {"only": 1}}))
+        .await;
+    app.upsert_experiment(
+        json!({"id": "c_off", "name": "C", "cohorts": {"only": 1}, "active": false}),
+    )
+    .await;
+    app.set_config(Some("b_exp"), Some("a"), json!({"color": "red"}), false)
+        .await;
+    app.set_config(Some("b_exp"), None, json!({"color": "grey"}), false)
+        .await;
+
+    let data = app
+        .gql("{ activeExperiments { id cohorts { name weight } variants { cohort config version } } }", json!({}))
+        .await;
+
+    let list = data["activeExperiments"].as_array().unwrap();
+    let ids: Vec<&str> = list.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["Z_exp", "a_exp", "b_exp"]);
+    let cohort_names: Vec<&str> = list[2]["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cohort_names, ["B", "a", "z"]);
+    assert_eq!(
+        list[2]["variants"],
+        json!([{"cohort": "a", "config": {"color": "red"}, "version": 1}, {"cohort": "default", "config": {"color": "grey"}, "version": 1}])
+    );
+    assert_eq!(list[0]["variants"], json!([]));
+}
+
+#[tokio::test]
+async fn experiment_definitions_are_validated() {
+    let app = TestApp::spawn().await;
+    let mutation = "mutation($input: ExperimentInput!) { upsertExperiment(input: $input) { id } }";
+    let cases = [
+        (
+            json!({"id": "global", "name": "n", "cohorts": {"a": 1}}),
+            "id",
+        ),
+        (
+            json!({"id": "bad id", "name": "n", "cohorts": {"a": 1}}),
+            "id",
+        ),
+        (json!({"id": "e", "name": "", "cohorts": {"a": 1}}), "name"),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"default": 1}}),
+            "cohorts",
+        ),
+        (json!({"id": "e", "name": "n", "cohorts": {}}), "cohorts"),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": -1}}),
+            "cohorts",
+        ),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": 0, "b": 0}}),
+            "cohorts",
+        ),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": "1"}}),
+            "cohorts",
+        ),
+        (json!({"id": "e", "name": "n", "cohorts": [1]}), "cohorts"),
+        (
+            json!({"id": "e", "name": "n", "cohorts": (0..21).map(|i| (format!("c{i}"), json!(1))).collect::<serde_json::Map<_, _>>()}),
+            "cohorts",
+        ),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": 1}, "salt": "has space"}),
+            "salt",
+        ),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": 1}, "startAt": "2030-01-01T00:00:00Z", "endAt": "2029-01-01T00:00:00Z"}),
+            "endAt",
+        ),
+        (
+            json!({"id": "e", "name": "n", "cohorts": {"a": 1}, "startAt": "soon"}),
+            "startAt",
+        ),
+    ];
+    for (input, field) in cases {
+        let (_, body) = app
+            .gql_as(Some(ADMIN_KEY), mutation, json!({"input": input}))
+            .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{input}: {body}"
+        );
+        assert_eq!(
+            body["errors"][0]["extensions"]["errors"][0]["field"], field,
+            "{input}: {body}"
+        );
+    }
+    let data = app
+        .admin("{ experiment(id: \"e\") { id } }", json!({}))
+        .await;
+    assert_eq!(data["experiment"], Value::Null, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_upsert_without_salt_keeps_the_stored_salt() {
+    let app = TestApp::spawn().await;
+    let cohorts = json!({"a": 1, "b": 1});
+    app.upsert_experiment(
+        json!({"id": "salty", "name": "S", "cohorts": cohorts, "salt": "pepper"}),
+    )
+    .await;
+    app.upsert_experiment(json!({"id": "salty", "name": "S renamed", "cohorts": cohorts}))
+        .await;
+
+    let weights = octp_backend::domain::assignment::CohortWeights::parse(&cohorts).unwrap();
+    let users: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    let assigned = assign_many(&app, "salty", &users).await;
+
+    for user in &users {
+        let expected = octp_backend::domain::assignment::assign("pepper", user, &weights);
+        assert_eq!(assigned[user], expected, "{user} follows the kept salt");
+    }
+    let differs_from_id_salt = users.iter().any(|user| {
+        octp_backend::domain::assignment::assign("salty", user, &weights) != assigned[user]
+    });
+    assert!(differs_from_id_salt, "the salt in use is not the id");
+}
+
+#[tokio::test]
+async fn admin_operations_refuse_the_http_key_with_forbidden() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(json!({"id": "e", "name": "E", "cohorts": {"a": 1}}))
+        .await;
+
+    for operation in [
+        "mutation { upsertExperiment(input: {id: \"x\", name: \"X\", cohorts: {a: 1}}) { id } }",
+        "mutation { setExperimentActive(id: \"e\", active: false) { id } }",
+        "mutation { updateRemoteConfig(config: {a: 1}) { version } }",
+        "{ experiment(id: \"e\") { id } }",
+    ] {
+        assert_eq!(
+            app.gql_err_code(Some(HTTP_KEY), operation, json!({})).await,
+            "FORBIDDEN",
+            "{operation}"
+        );
+    }
+    let data = app
+        .admin("{ experiment(id: \"e\") { id active } }", json!({}))
+        .await;
+    assert_eq!(
+        data["experiment"],
+        json!({"id": "e", "active": true}),
+        "nothing changed"
+    );
+    let code = app
+        .gql_err_code(
+            Some(ADMIN_KEY),
+            "mutation { setExperimentActive(id: \"nope\", active: true) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+}
