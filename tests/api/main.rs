@@ -8,4 +8,6 @@ mod events;
 mod experiments;
 mod foundation;
 mod health;
+mod nakama_js;
+mod rpc;
 mod schema;
