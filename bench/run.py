@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Measures every hot path of the OCTP backend with one command and prints one table.
+
+    python3 bench/run.py                      # both backends, 1 and 32 connections, 10 s each
+    python3 bench/run.py --duration 3 --backends sqlite
+
+Builds the release server, starts it on SQLite and on PostgreSQL (a throwaway database), seeds
+skewed data (two users with 100,000 events each among 10,000 light users), and drives each
+operation with wrk (installed with apt-get when missing). Also measures the ceilings: a bare axum
+handler returning a small JSON body, and raw PostgreSQL ingest of the same 100-row batches
+(multi-row INSERT and COPY) from a plain client. Figures are printed, never asserted.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRK_DIR = os.path.join(ROOT, "bench", "wrk")
+RELEASE = os.path.join(ROOT, "target", "release")
+HTTP_KEY = "defaulthttpkey"
+ADMIN_KEY = "defaultadminkey"
+PORT = 7391
+BARE_PORT = 7399
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    log("installing wrk with apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def build():
+    log("building release binaries")
+    subprocess.run(
+        ["cargo", "build", "--release", "--bin", "octp-backend",
+         "--example", "bare_axum", "--example", "pg_ingest_ceiling"],
+        cwd=ROOT, check=True)
+
+
+def request(port, path, body, key=HTTP_KEY, method="POST"):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=60) as response:
+        return json.loads(response.read() or b"null")
+
+
+def gql(port, query, variables=None, key=HTTP_KEY):
+    reply = request(port, "/graphql", {"query": query, "variables": variables or {}}, key)
+    if reply.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {reply['errors']}")
+    return reply["data"]
+
+
+class Process:
+    def __init__(self, argv):
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_http(self, port, path):
+        for _ in range(600):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited early: {self.process.stderr.read().decode()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).read()
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        raise RuntimeError("did not start listening")
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def wrk(port, path, body, connections, duration):
+    """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors)."""
+    env = dict(os.environ, BENCH_DIR=WRK_DIR, BENCH_PATH=path, BENCH_BODY_FILE="")
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as file:
+        if body is not None:
+            file.write(body if isinstance(body, bytes) else json.dumps(body).encode())
+            env["BENCH_BODY_FILE"] = file.name
+    try:
+        threads = min(2, connections)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+             "-s", os.path.join(WRK_DIR, "scenario.lua"), f"http://127.0.0.1:{port}{path}"],
+            env=env, check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(file.name)
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            rps, p50, p99, errors, _ = line.split()[1:]
+            return float(rps), float(p50), float(p99), int(errors)
+    raise RuntimeError(f"wrk printed no result:\n{out}")
+
+
+def rpc_body(payload):
+    """The string-wrapped body every Nakama SDK sends."""
+    return json.dumps(json.dumps(payload)).encode()
+
+
+def events_batch(user, count=100):
+    return [{"userId": user, "eventName": "level_up", "sessionId": "s-1",
+             "properties": {"level": i, "platform": "ios", "coins": 120}} for i in range(count)]
+
+
+def seed(port, heavy_events, light_users):
+    log(f"seeding: 2 users × {heavy_events} events, {light_users} users × 5 events")
+    gql(port, "mutation($i: ExperimentInput!) { upsertExperiment(input: $i) { id } }",
+        {"i": {"id": "bench_exp", "name": "Bench", "cohorts": {"control": 0.5, "variant_b": 0.5}}}, ADMIN_KEY)
+    set_config = ("mutation($e: String, $c: String, $config: JSON!) "
+                  "{ updateRemoteConfig(experimentId: $e, cohort: $c, config: $config) { version } }")
+    gql(port, set_config, {"config": {"coins": 100, "theme": "dark", "ads": True}}, ADMIN_KEY)
+    for cohort in ("control", "variant_b"):
+        gql(port, set_config, {"e": "bench_exp", "c": cohort, "config": {"tutorial": cohort}}, ADMIN_KEY)
+    collect = "mutation($e: [EventInput!]!) { collectEvents(events: $e) { accepted } }"
+    for user in ("heavy-1", "heavy-2"):
+        for start in range(0, heavy_events, 100):
+            gql(port, collect, {"e": events_batch(user)})
+    for first in range(0, light_users, 20):
+        batch = [event for n in range(first, first + 20) for event in events_batch(f"light-{n}", 5)]
+        gql(port, collect, {"e": batch})
+    # Warm the caches the read scenarios are meant to hit.
+    gql(port, "{ experimentAssignment(userId: \"bench-user\", experimentId: \"bench_exp\") { cohort } }")
+    gql(port, "{ remoteConfig(userId: \"bench-user\") { version } }")
+    request(port, f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}", rpc_body({"userId": "bench-user"}))
+
+
+SCENARIOS = [
+    ("health", "/graphql", {"query": "{ health { status version uptimeSeconds } }"}, 1),
+    ("remoteConfig GraphQL (cached)", "/graphql",
+     {"query": "query($u: String!) { remoteConfig(userId: $u) { source version config } }",
+      "variables": {"u": "bench-user"}}, 1),
+    ("FetchRemoteConfig RPC (cached)", f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}",
+     rpc_body({"userId": "bench-user"}), 1),
+    ("experimentAssignment (assigned)", "/graphql",
+     {"query": "{ experimentAssignment(userId: \"bench-user\", experimentId: \"bench_exp\") { cohort } }"}, 1),
+    ("collectEvents (100/batch)", "/graphql",
+     {"query": "mutation($e: [EventInput!]!) { collectEvents(events: $e) { accepted duplicates } }",
+      "variables": {"e": events_batch("ingest-user")}}, 100),
+    ("userEvents 50/page (user with 100k)", "/graphql",
+     {"query": "{ userEvents(userId: \"heavy-1\", first: 50) { nodes { eventId eventName timestamp properties } pageInfo { endCursor } } }"}, 1),
+    ("userEvents 50/page (light user)", "/graphql",
+     {"query": "{ userEvents(userId: \"light-7\", first: 50) { nodes { eventId eventName timestamp properties } pageInfo { endCursor } } }"}, 1),
+]
+
+
+def check_reply(port, path, body):
+    """One request first, so a broken scenario fails loudly instead of benchmarking errors."""
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = request(port, path, payload)
+    if isinstance(reply, dict) and reply.get("errors"):
+        raise RuntimeError(f"{path} answers with errors: {reply['errors']}")
+
+
+def run_backend(backend, url, args, rows):
+    server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
+                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"])
+    try:
+        server.wait_http(PORT, "/healthz")
+        seed(PORT, args.heavy_events, args.light_users)
+        for name, path, body, events_per_request in SCENARIOS:
+            check_reply(PORT, path, body)
+            for connections in args.connections:
+                rps, p50, p99, errors = wrk(PORT, path, body, connections, args.duration)
+                rows.append({"operation": name, "backend": backend, "connections": connections,
+                             "rps": rps, "p50": p50, "p99": p99, "rss": server.peak_rss_mb(),
+                             "errors": errors, "events": rps * events_per_request if events_per_request > 1 else None})
+                log(f"{backend:8} {name:38} c={connections:<3} {rps:10.0f} req/s  p99 {p99:.2f} ms")
+    finally:
+        server.stop()
+
+
+def run_bare(args, rows):
+    bare = Process([os.path.join(RELEASE, "examples", "bare_axum"), f"127.0.0.1:{BARE_PORT}"])
+    try:
+        bare.wait_http(BARE_PORT, "/")
+        for connections in args.connections:
+            rps, p50, p99, errors = wrk(BARE_PORT, "/", None, connections, args.duration)
+            rows.append({"operation": "ceiling: bare axum JSON handler", "backend": "-", "connections": connections,
+                         "rps": rps, "p50": p50, "p99": p99, "rss": bare.peak_rss_mb(), "errors": errors, "events": None})
+    finally:
+        bare.stop()
+
+
+def pg_ceiling(url, args, connections):
+    out = subprocess.run([os.path.join(RELEASE, "examples", "pg_ingest_ceiling"), url,
+                          str(max(3, args.duration)), str(connections)],
+                         check=True, capture_output=True, text=True).stdout
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def psql(server_url, sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", server_url, "-c", sql], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--connections", default="1,32", help="comma-separated connection counts")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+                        help="a PostgreSQL server where a throwaway database may be created")
+    parser.add_argument("--heavy-events", type=int, default=100_000)
+    parser.add_argument("--light-users", type=int, default=10_000)
+    parser.add_argument("--skip-build", action="store_true")
+    args = parser.parse_args()
+    args.connections = [int(c) for c in args.connections.split(",")]
+    backends = args.backends.split(",")
+
+    ensure_wrk()
+    if not args.skip_build:
+        build()
+    rows, ceilings = [], {}
+    run_bare(args, rows)
+    work = tempfile.mkdtemp(prefix="octp-bench-")
+    try:
+        if "sqlite" in backends:
+            run_backend("sqlite", f"sqlite://{work}/bench.db", args, rows)
+        if "postgres" in backends:
+            name = f"octp_bench_{uuid.uuid4().hex[:12]}"
+            psql(args.pg_url, f'CREATE DATABASE "{name}"')
+            database_url = args.pg_url.rsplit("/", 1)[0] + "/" + name
+            try:
+                run_backend("postgres", database_url, args, rows)
+                for connections in sorted({1, 2}):
+                    ceilings[connections] = pg_ceiling(database_url, args, connections)
+            finally:
+                psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, ceilings, args)
+
+
+def print_table(rows, ceilings, args):
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; wrk with up to 2 threads on the same cores; "
+          f"{args.duration} s per row")
+    header = f"| {'operation':38} | {'backend':8} | {'conns':>5} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MB':>11} | note"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|------")
+    bare = {row["connections"]: row["rps"] for row in rows if row["operation"].startswith("ceiling")}
+    for row in rows:
+        notes = []
+        if row["events"]:
+            notes.append(f"{row['events']:,.0f} events/s")
+            copy = ceilings.get(min(2, row["connections"]), {}).get("COPY")
+            if row["backend"] == "postgres" and copy:
+                notes.append(f"{row['events'] / copy:.0%} of raw COPY")
+        if row["operation"].startswith("remoteConfig GraphQL") and bare.get(row["connections"]):
+            notes.append(f"{row['rps'] / bare[row['connections']]:.0%} of bare axum")
+        if row["errors"]:
+            notes.append(f"{row['errors']} errors")
+        print(f"| {row['operation']:38} | {row['backend']:8} | {row['connections']:>5} | {row['rps']:>9,.0f} | "
+              f"{row['p50']:>7.2f} | {row['p99']:>7.2f} | {row['rss']:>11.1f} | {'; '.join(notes)}")
+    for connections, figures in sorted(ceilings.items()):
+        for mode, rate in figures.items():
+            print(f"| {'ceiling: raw PostgreSQL ' + mode + ' (100 rows)':38} | {'postgres':8} | {connections:>5} | "
+                  f"{rate / 100:>9,.0f} | {'-':>7} | {'-':>7} | {'-':>11} | {rate:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
