@@ -72,7 +72,8 @@ async fn insert_batch(pool: &PgPool, prefix: &str) -> Result<(), sqlx::Error> {
         sql.push_str(&format!("(${}, ${}, 's', ${}, now(), now(), ${}::jsonb)", p + 1, p + 2, p + 3, p + 4));
     }
     sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
-    let mut query = sqlx::query(&sql);
+    // Only placeholders are formatted into the text; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in 0..BATCH {
         query = query
             .bind(format!("{prefix}-{row}"))

@@ -2,6 +2,7 @@
 //! migrations, and the SeaORM entities.
 
 pub mod entities;
+pub mod ingest;
 
 use std::{path::Path, time::Duration};
 
@@ -118,4 +119,27 @@ pub async fn migration_counts(connection: &DatabaseConnection) -> Result<(usize,
         .filter(|migration| migration.status() == migration::MigrationStatus::Applied)
         .count();
     Ok((applied, all.len() - applied))
+}
+
+/// Serialises writes on SQLite, which allows one writer at a time: waiting in line here is far
+/// cheaper than SQLite's busy-retry sleeps when several pooled connections try to write at once.
+/// On PostgreSQL it lets everything through.
+#[derive(Clone)]
+pub struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    pub fn for_connection(connection: &DatabaseConnection) -> Self {
+        match Backend::of(connection) {
+            Backend::Sqlite => WriteGate(Some(Default::default())),
+            Backend::Postgres => WriteGate(None),
+        }
+    }
+
+    /// Waits for the turn to write; the turn lasts as long as the returned guard.
+    pub async fn enter(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.0 {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
 }

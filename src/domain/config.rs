@@ -20,7 +20,7 @@ use sea_orm::{
 use serde_json::{Map, Value};
 
 use crate::{
-    db::entities::config_variant,
+    db::{WriteGate, entities::config_variant},
     domain::{
         assignment::DEFAULT_COHORT,
         experiments::{Assignment, ExperimentService, GLOBAL},
@@ -102,6 +102,7 @@ pub struct ConfigService {
 
 struct Inner {
     db: DatabaseConnection,
+    writes: WriteGate,
     experiments: ExperimentService,
     fetches: Cache<FetchKey, Arc<RemoteConfig>>,
     /// Every variant, keyed by (experiment id, cohort), for the generation in the key.
@@ -112,10 +113,16 @@ struct Inner {
 }
 
 impl ConfigService {
-    pub fn new(db: DatabaseConnection, experiments: ExperimentService, ttl: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        writes: WriteGate,
+        experiments: ExperimentService,
+        ttl: Duration,
+    ) -> Self {
         ConfigService {
             inner: Arc::new(Inner {
                 db,
+                writes,
                 experiments,
                 fetches: Cache::builder()
                     .max_capacity(200_000)
@@ -310,6 +317,7 @@ impl ConfigService {
         validate::json_object(&update.config, validate::MAX_CONFIG_BYTES)
             .map_err(|reason| Error::invalid("config", reason))?;
         let db = &self.inner.db;
+        let turn = self.inner.writes.enter().await;
         for _ in 0..UPDATE_ATTEMPTS {
             let now = validate::truncate_to_micros(Utc::now());
             let stored = config_variant::Entity::find()
@@ -334,6 +342,7 @@ impl ConfigService {
                     .exec_without_returning(db)
                     .await?;
                 if matches!(inserted, sea_orm::TryInsertResult::Inserted(1)) {
+                    drop(turn);
                     return self.finish_update(&experiment_id, &cohort).await;
                 }
                 continue; // another writer created it first: update theirs
@@ -360,6 +369,7 @@ impl ConfigService {
                 .exec(db)
                 .await?;
             if updated.rows_affected == 1 {
+                drop(turn);
                 return self.finish_update(&experiment_id, &cohort).await;
             }
         }

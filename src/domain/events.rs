@@ -5,15 +5,17 @@ use std::collections::HashSet;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::{Map, Value};
 
 use crate::{
-    db::entities::analytics_event,
+    db::{
+        WriteGate,
+        entities::analytics_event,
+        ingest::{self, EventRow},
+    },
     domain::validate::{self, TimestampValue},
     error::{Error, FieldError, Result},
 };
@@ -140,21 +142,8 @@ impl EventCursor {
     }
 }
 
-/// An event that passed every rule, ready to store.
-#[derive(Debug, Clone)]
-struct ValidEvent {
-    event_id: String,
-    user_id: String,
-    session_id: Option<String>,
-    event_name: String,
-    timestamp: DateTime<Utc>,
-    properties: Value,
-    experiment_id: Option<String>,
-    cohort: Option<String>,
-}
-
 /// Checks every rule on every event; on failure the error lists each broken rule by index.
-fn validate_batch(inputs: Vec<EventInput>, now: DateTime<Utc>) -> Result<Vec<ValidEvent>> {
+fn validate_batch(inputs: Vec<EventInput>, now: DateTime<Utc>) -> Result<Vec<EventRow>> {
     if inputs.is_empty() || inputs.len() > MAX_BATCH {
         return Err(Error::invalid(
             "events",
@@ -207,7 +196,7 @@ fn summary(errors: &[FieldError]) -> String {
     parts.join("; ")
 }
 
-fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<ValidEvent, Vec<FieldError>> {
+fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<EventRow, Vec<FieldError>> {
     let mut errors = input.decode_errors;
     // A field the transport could not decode (or a whole event that was not an object) is already
     // reported; checking its placeholder value again would only add noise.
@@ -258,7 +247,7 @@ fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<ValidEvent, V
         },
     };
     match timestamp {
-        Some(timestamp) if errors.is_empty() => Ok(ValidEvent {
+        Some(timestamp) if errors.is_empty() => Ok(EventRow {
             event_id: input
                 .event_id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -277,11 +266,12 @@ fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<ValidEvent, V
 #[derive(Clone)]
 pub struct EventService {
     db: DatabaseConnection,
+    writes: WriteGate,
 }
 
 impl EventService {
-    pub fn new(db: DatabaseConnection) -> Self {
-        EventService { db }
+    pub fn new(db: DatabaseConnection, writes: WriteGate) -> Self {
+        EventService { db, writes }
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
@@ -292,32 +282,15 @@ impl EventService {
         let events = validate_batch(inputs, received_at)?;
         let event_ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
         let mut seen = HashSet::with_capacity(events.len());
-        let rows: Vec<analytics_event::ActiveModel> = events
+        // A repeat inside the batch keeps its first occurrence.
+        let rows: Vec<EventRow> = events
             .into_iter()
             .filter(|event| seen.insert(event.event_id.clone()))
-            .map(|event| analytics_event::ActiveModel {
-                id: NotSet,
-                event_id: Set(event.event_id),
-                user_id: Set(event.user_id),
-                session_id: Set(event.session_id),
-                event_name: Set(event.event_name),
-                event_timestamp: Set(event.timestamp),
-                received_at: Set(received_at),
-                properties: Set(event.properties),
-                experiment_id: Set(event.experiment_id),
-                cohort: Set(event.cohort),
-            })
             .collect();
-        // 100 rows × 10 columns stays far below SQLite's 32,766 bind parameters: one statement.
-        let transaction = self.db.begin().await?;
-        let inserted = analytics_event::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([analytics_event::Column::EventId])
-            .exec_without_returning(&transaction)
-            .await?;
-        transaction.commit().await?;
-        let accepted = match inserted {
-            sea_orm::TryInsertResult::Inserted(count) => count,
-            sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
+        // One statement is one transaction: the batch is stored whole or not at all.
+        let accepted = {
+            let _turn = self.writes.enter().await;
+            ingest::insert_events(&self.db, rows, received_at).await?
         };
         Ok(CollectOutcome {
             accepted,

@@ -19,7 +19,10 @@ use sea_orm::{
 };
 
 use crate::{
-    db::entities::{experiment_metadata, user_experiment_assignment},
+    db::{
+        WriteGate,
+        entities::{experiment_metadata, user_experiment_assignment},
+    },
     domain::{
         assignment::{self, CohortWeights},
         validate::{self, TimestampValue},
@@ -111,6 +114,7 @@ pub struct ExperimentService {
 
 struct Inner {
     db: DatabaseConnection,
+    writes: WriteGate,
     /// Experiment id → definition (None: no such experiment).
     definitions: Cache<String, Option<Arc<Experiment>>>,
     /// Every stored experiment, for the active list and the merged config.
@@ -123,10 +127,11 @@ struct Inner {
 }
 
 impl ExperimentService {
-    pub fn new(db: DatabaseConnection, ttl: Duration) -> Self {
+    pub fn new(db: DatabaseConnection, writes: WriteGate, ttl: Duration) -> Self {
         ExperimentService {
             inner: Arc::new(Inner {
                 db,
+                writes,
                 definitions: Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(ttl)
@@ -262,6 +267,7 @@ impl ExperimentService {
         let db = &self.inner.db;
         let stored = find_assignment(db, user_id, &experiment.id).await?;
         let cohort = assignment::assign(&experiment.salt, user_id, &experiment.cohorts).to_owned();
+        let _turn = self.inner.writes.enter().await;
         match stored {
             Some(stored) if experiment.cohorts.contains(&stored.cohort) => return Ok(stored.into()),
             Some(stored) => {
@@ -336,6 +342,7 @@ impl ExperimentService {
         if input.salt.is_some() {
             update.push(experiment_metadata::Column::Salt);
         }
+        let turn = self.inner.writes.enter().await;
         experiment_metadata::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(experiment_metadata::Column::ExperimentId)
@@ -344,6 +351,7 @@ impl ExperimentService {
             )
             .exec_without_returning(&self.inner.db)
             .await?;
+        drop(turn);
         self.invalidate().await;
         self.require(&input.id).await
     }
@@ -351,6 +359,7 @@ impl ExperimentService {
     /// Sets the stored active flag.
     pub async fn set_active(&self, id: &str, active: bool) -> Result<Arc<Experiment>> {
         validate::slug(id).map_err(|reason| Error::invalid("id", reason))?;
+        let turn = self.inner.writes.enter().await;
         let updated = experiment_metadata::Entity::update_many()
             .col_expr(experiment_metadata::Column::IsActive, active.into())
             .col_expr(
@@ -360,6 +369,7 @@ impl ExperimentService {
             .filter(experiment_metadata::Column::ExperimentId.eq(id))
             .exec(&self.inner.db)
             .await?;
+        drop(turn);
         if updated.rows_affected == 0 {
             return Err(Error::NotFound(format!("experiment not found: {id}")));
         }

@@ -7,6 +7,7 @@ mod events;
 mod experiments;
 mod health;
 mod loaders;
+mod parse_cache;
 mod scalars;
 
 use async_graphql::{
@@ -47,6 +48,7 @@ pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
 /// The executable schema, with the services and loaders resolvers call.
 pub fn build(services: Services) -> AppSchema {
     schema()
+        .extension(parse_cache::ParseCache::new(1_000))
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),
             tokio::spawn,
