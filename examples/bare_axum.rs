@@ -11,9 +11,8 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:7399".to_owned());
     let app = Router::new().route(
         "/",
-        get(|| async { Json(json!({"status": "ok", "version": "bare"})) }).post(|| async {
-            Json(json!({"status": "ok", "version": "bare"}))
-        }),
+        get(|| async { Json(json!({"status": "ok", "version": "bare"})) })
+            .post(|| async { Json(json!({"status": "ok", "version": "bare"})) }),
     );
     let listener = tokio::net::TcpListener::bind(&address).await?;
     axum::serve(listener, app).await

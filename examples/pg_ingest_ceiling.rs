@@ -14,7 +14,9 @@ const BATCH: usize = 100;
 #[tokio::main]
 async fn main() -> Result<(), sqlx::Error> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().expect("usage: pg_ingest_ceiling <postgres-url> [seconds] [connections]");
+    let url = args
+        .next()
+        .expect("usage: pg_ingest_ceiling <postgres-url> [seconds] [connections]");
     let seconds: u64 = args.next().map_or(5, |s| s.parse().expect("seconds"));
     let connections: usize = args.next().map_or(2, |s| s.parse().expect("connections"));
     let pool = PgPoolOptions::new()
@@ -35,7 +37,12 @@ enum Mode {
     Copy,
 }
 
-async fn run(pool: &PgPool, workers: usize, duration: Duration, mode: Mode) -> Result<f64, sqlx::Error> {
+async fn run(
+    pool: &PgPool,
+    workers: usize,
+    duration: Duration,
+    mode: Mode,
+) -> Result<f64, sqlx::Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..workers {
@@ -43,7 +50,10 @@ async fn run(pool: &PgPool, workers: usize, duration: Duration, mode: Mode) -> R
         tasks.push(tokio::spawn(async move {
             let mut batches = 0u64;
             while started.elapsed() < duration {
-                let prefix = format!("ceiling-{worker}-{batches}-{}", uuid::Uuid::new_v4().simple());
+                let prefix = format!(
+                    "ceiling-{worker}-{batches}-{}",
+                    uuid::Uuid::new_v4().simple()
+                );
                 match mode {
                     Mode::Insert => insert_batch(&pool, &prefix).await?,
                     Mode::Copy => copy_batch(&pool, &prefix).await?,
@@ -69,7 +79,13 @@ async fn insert_batch(pool: &PgPool, prefix: &str) -> Result<(), sqlx::Error> {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("(${}, ${}, 's', ${}, now(), now(), ${}::jsonb)", p + 1, p + 2, p + 3, p + 4));
+        sql.push_str(&format!(
+            "(${}, ${}, 's', ${}, now(), now(), ${}::jsonb)",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
     }
     sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
     // Only placeholders are formatted into the text; every value is bound.

@@ -64,12 +64,15 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         tracing::info!(applied, "applied database migrations");
     }
     let ttl = config.cache.config_ttl();
+    let history = db::connect_history(&config.database, &connection)
+        .await
+        .context("cannot open the event-history connections")?;
     let writes = db::WriteGate::for_connection(&connection);
     let experiments = ExperimentService::new(connection.clone(), writes.clone(), ttl);
     let config_service =
         ConfigService::new(connection.clone(), writes.clone(), experiments.clone(), ttl);
     let services = Services {
-        events: EventService::new(connection.clone(), writes),
+        events: EventService::new(connection.clone(), history, writes),
         health: HealthService::new(connection, config_service.clone()),
         experiments,
         config: config_service,

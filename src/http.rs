@@ -16,9 +16,7 @@ use axum::{
 use http_body_util::Limited;
 use serde_json::json;
 use tower_http::{
-    compression::CompressionLayer,
-    decompression::RequestDecompressionLayer,
-    timeout::TimeoutLayer,
+    compression::CompressionLayer, decompression::RequestDecompressionLayer, timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 

@@ -102,6 +102,34 @@ fn create_sqlite_directory(url: &str) -> Result<(), DbErr> {
     }
 }
 
+/// Planner settings of the connections that read event history. With sorting priced out, the only
+/// plan left for a history page is the ordered walk of the user's slice of the
+/// (user_id, event_timestamp DESC, id DESC) index; otherwise PostgreSQL may, for a heavy user or a
+/// generic plan, scan the whole timestamp or event-name index and filter (seen under skew).
+pub const HISTORY_PLANNER_SETTINGS: [(&str, &str); 2] =
+    [("enable_sort", "off"), ("enable_incremental_sort", "off")];
+
+/// The connections event history is read through: on PostgreSQL a small pool of its own with
+/// [`HISTORY_PLANNER_SETTINGS`]; on SQLite (one plan shape, no plan cache) the main connection.
+pub async fn connect_history(
+    config: &DatabaseConfig,
+    main: &DatabaseConnection,
+) -> Result<DatabaseConnection, DbErr> {
+    if Backend::of(main) == Backend::Sqlite {
+        return Ok(main.clone());
+    }
+    let mut options = ConnectOptions::new(config.url.clone());
+    let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs.max(1));
+    options
+        .max_connections(config.max_connections.unwrap_or(16).div_ceil(2).max(2))
+        .min_connections(1)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(|options| options.options(HISTORY_PLANNER_SETTINGS));
+    Database::connect(options).await
+}
+
 /// Applies every pending migration; returns how many ran.
 pub async fn migrate(connection: &DatabaseConnection) -> Result<usize, DbErr> {
     let pending = Migrator::get_pending_migrations(connection).await?.len();

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select, Statement,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::{Map, Value};
@@ -266,12 +267,18 @@ fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<EventRow, Vec
 #[derive(Clone)]
 pub struct EventService {
     db: DatabaseConnection,
+    /// Reads of event history; see `db::connect_history`.
+    history: DatabaseConnection,
     writes: WriteGate,
 }
 
 impl EventService {
-    pub fn new(db: DatabaseConnection, writes: WriteGate) -> Self {
-        EventService { db, writes }
+    pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
+        EventService {
+            db,
+            history,
+            writes,
+        }
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
@@ -302,49 +309,61 @@ impl EventService {
     /// A user's events, newest first, resuming after `after`.
     #[tracing::instrument(skip_all, fields(user_id = %query.user_id))]
     pub async fn user_events(&self, query: UserEventsQuery) -> Result<EventPage> {
-        let filter = parse_filter(&query)?;
-        let mut select = analytics_event::Entity::find()
-            .filter(analytics_event::Column::UserId.eq(query.user_id));
-        if let Some(event_name) = query.event_name {
-            select = select.filter(analytics_event::Column::EventName.eq(event_name));
-        }
-        if let Some(since) = filter.since {
-            select = select.filter(analytics_event::Column::EventTimestamp.gte(since));
-        }
-        if let Some(until) = filter.until {
-            select = select.filter(analytics_event::Column::EventTimestamp.lt(until));
-        }
-        if let Some(cursor) = filter.after {
-            let timestamp = DateTime::from_timestamp_micros(cursor.timestamp_micros)
-                .ok_or_else(|| Error::invalid("after", "is not a cursor this server issued"))?;
-            // Row-value comparison keeps the scan on the (user_id, event_timestamp, id) index.
-            select = select.filter(
-                Expr::tuple([
-                    Expr::col(analytics_event::Column::EventTimestamp),
-                    Expr::col(analytics_event::Column::Id),
-                ])
-                .lt(Expr::tuple([
-                    Expr::value(timestamp),
-                    Expr::value(cursor.id),
-                ])),
-            );
-        }
+        let (select, limit) = page_select(query)?;
         let mut events: Vec<Event> = select
-            .order_by_desc(analytics_event::Column::EventTimestamp)
-            .order_by_desc(analytics_event::Column::Id)
-            .limit(filter.limit + 1)
-            .all(&self.db)
+            .all(&self.history)
             .await?
             .into_iter()
             .map(Event::from)
             .collect();
-        let has_next_page = events.len() as u64 > filter.limit;
-        events.truncate(filter.limit as usize);
+        let has_next_page = events.len() as u64 > limit;
+        events.truncate(limit as usize);
         Ok(EventPage {
             events,
             has_next_page,
         })
     }
+}
+
+/// The SQL `user_events` runs for a query; public so tests can check its plans.
+pub fn user_events_statement(query: UserEventsQuery, backend: DbBackend) -> Result<Statement> {
+    Ok(page_select(query)?.0.build(backend))
+}
+
+/// One page plus one row (to learn whether another page follows), and the page size.
+fn page_select(query: UserEventsQuery) -> Result<(Select<analytics_event::Entity>, u64)> {
+    let filter = parse_filter(&query)?;
+    let mut select =
+        analytics_event::Entity::find().filter(analytics_event::Column::UserId.eq(query.user_id));
+    if let Some(event_name) = query.event_name {
+        select = select.filter(analytics_event::Column::EventName.eq(event_name));
+    }
+    if let Some(since) = filter.since {
+        select = select.filter(analytics_event::Column::EventTimestamp.gte(since));
+    }
+    if let Some(until) = filter.until {
+        select = select.filter(analytics_event::Column::EventTimestamp.lt(until));
+    }
+    if let Some(cursor) = filter.after {
+        let timestamp = DateTime::from_timestamp_micros(cursor.timestamp_micros)
+            .ok_or_else(|| Error::invalid("after", "is not a cursor this server issued"))?;
+        // Row-value comparison keeps the scan on the (user_id, event_timestamp, id) index.
+        select = select.filter(
+            Expr::tuple([
+                Expr::col(analytics_event::Column::EventTimestamp),
+                Expr::col(analytics_event::Column::Id),
+            ])
+            .lt(Expr::tuple([
+                Expr::value(timestamp),
+                Expr::value(cursor.id),
+            ])),
+        );
+    }
+    let select = select
+        .order_by_desc(analytics_event::Column::EventTimestamp)
+        .order_by_desc(analytics_event::Column::Id)
+        .limit(filter.limit + 1);
+    Ok((select, filter.limit))
 }
 
 struct Filter {

@@ -667,3 +667,123 @@ async fn an_event_resolves_its_experiment() {
     experiments.sort();
     assert_eq!(experiments, [None, None, Some("Onboarding".to_owned())]);
 }
+
+/// PostgreSQL may switch a cached prepared statement to a generic plan, which knows nothing of how
+/// skewed `user_id` is, and even custom plans for a heavy user prefer scanning the timestamp index.
+/// Every shape of the history query must still walk the user's slice of the
+/// (user_id, event_timestamp, id) index, under generic and custom plans alike.
+#[tokio::test]
+async fn history_queries_stay_on_the_users_index_slice_under_skew_on_postgres() {
+    use octp_backend::domain::{
+        events::{UserEventsQuery, user_events_statement},
+        validate::TimestampValue,
+    };
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+
+    let app = TestApp::spawn().await;
+    if !app.database.is_postgres() {
+        return; // SQLite has a single plan shape and no plan cache to go generic.
+    }
+    let seeding = app.database.connect().await;
+    for sql in [
+        "INSERT INTO analytics_events (event_id, user_id, event_name, event_timestamp, received_at, properties) \
+         SELECT 'h' || n, 'heavy', 'name_' || (n % 50), timestamptz '2024-01-01' + n * interval '1 second', now(), '{}' \
+         FROM generate_series(1, 60000) AS n",
+        "INSERT INTO analytics_events (event_id, user_id, event_name, event_timestamp, received_at, properties) \
+         SELECT 'l' || n, 'light-' || (n % 3000), 'name_' || (n % 50), timestamptz '2024-01-01' + n * interval '1 minute', now(), '{}' \
+         FROM generate_series(1, 15000) AS n",
+        "ANALYZE analytics_events",
+    ] {
+        seeding.execute_unprepared(sql).await.unwrap();
+    }
+    let cursor = app
+        .history(user_events::Variables {
+            user_id: "heavy".into(),
+            first: Some(5),
+            ..Default::default()
+        })
+        .await
+        .page_info
+        .end_cursor;
+    let text = |t: &str| Some(TimestampValue::Text(t.into()));
+    let shapes = [
+        UserEventsQuery {
+            user_id: "heavy".into(),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "light-7".into(),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "heavy".into(),
+            event_name: Some("name_3".into()),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "heavy".into(),
+            since: text("2024-01-01T00:10:00Z"),
+            until: text("2024-01-01T00:11:00Z"),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "heavy".into(),
+            since: text("2024-01-01T00:00:00Z"),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "heavy".into(),
+            after: cursor,
+            first: Some(50),
+            ..Default::default()
+        },
+        UserEventsQuery {
+            user_id: "light-7".into(),
+            event_name: Some("name_7".into()),
+            until: text("2030-01-01T00:00:00Z"),
+            ..Default::default()
+        },
+    ];
+
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        // One connection, so the settings below apply to the EXPLAINs.
+        let mut options = sea_orm::ConnectOptions::new(app.database.url());
+        options.max_connections(1).min_connections(1);
+        let connection = Database::connect(options).await.unwrap();
+        connection
+            .execute_unprepared(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .unwrap();
+        // The settings the server's history connections run with.
+        for (name, value) in octp_backend::db::HISTORY_PLANNER_SETTINGS {
+            connection
+                .execute_unprepared(&format!("SET {name} = {value}"))
+                .await
+                .unwrap();
+        }
+        for shape in &shapes {
+            let statement = user_events_statement(shape.clone(), DbBackend::Postgres).unwrap();
+            let explain = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("EXPLAIN {}", statement.sql),
+                statement
+                    .values
+                    .clone()
+                    .map(|values| values.0)
+                    .unwrap_or_default(),
+            );
+            let plan: Vec<String> = connection
+                .query_all_raw(explain)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0).unwrap())
+                .collect();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("idx_analytics_events_user_timestamp") && !plan.contains("Sort"),
+                "{mode}, {shape:?}: the plan leaves the user's index slice:\n{plan}"
+            );
+        }
+    }
+}
