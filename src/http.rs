@@ -20,9 +20,9 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, rpc, state::AppState};
-
-const PLAYGROUND_HTML: &str = include_str!("../playground/index.html");
+use crate::{
+    auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, playground, rpc, state::AppState,
+};
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     // Nakama decompresses gzip/deflate request bodies and gzips replies for clients that ask.
@@ -31,9 +31,15 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v2/rpc/{*id}", any(rpc::handle))
         .layer(RequestDecompressionLayer::new())
         .layer(CompressionLayer::new().gzip(true));
+    // The bundles are large and compress well.
+    let playground = Router::new()
+        .route("/playground", get(playground::page))
+        .route("/playground/assets/{name}", get(playground::asset))
+        .route("/playground/schema.json", get(playground::schema))
+        .layer(CompressionLayer::new().gzip(true));
     Router::new()
         .route("/graphql", get(graphql).post(graphql))
-        .route("/playground", get(playground))
+        .merge(playground)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(rpc)
@@ -149,17 +155,6 @@ impl IntoResponse for GraphQLRejection {
         };
         graphql_error(error)
     }
-}
-
-async fn playground() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        PLAYGROUND_HTML,
-    )
-        .into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod playground;
 pub mod rpc;
 pub mod state;
 

@@ -145,7 +145,7 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
 }
 
 #[tokio::test]
-async fn the_playground_page_is_served_as_html_without_a_key() {
+async fn the_playground_page_and_its_bundles_are_served_from_the_binary() {
     let app = TestApp::spawn().await;
 
     let response = app.client.get(app.url("/playground")).send().await.unwrap();
@@ -156,11 +156,65 @@ async fn the_playground_page_is_served_as_html_without_a_key() {
         .unwrap()
         .to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
     let page = response.text().await.unwrap();
-    assert!(page.contains("/graphql"));
     assert!(
-        !page.contains("https://"),
-        "the page must not load anything from the network"
+        !page.contains("https://") && !page.contains("http://"),
+        "nothing may come from the network"
+    );
+    let assets: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|part| part.starts_with("/playground/assets/"))
+        .collect();
+    assert_eq!(assets.len(), 5, "{page}");
+    for asset in assets {
+        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let expected = if asset.contains(".css") {
+            "text/css"
+        } else {
+            "text/javascript"
+        };
+        assert!(
+            content_type.starts_with(expected),
+            "{asset}: {content_type}"
+        );
+        assert!(
+            response.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        assert!(response.bytes().await.unwrap().len() > 1000, "{asset}");
+    }
+    let missing = app
+        .client
+        .get(app.url("/playground/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let schema: Value = app
+        .client
+        .get(app.url("/playground/schema.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        schema["data"]["__schema"]["queryType"]["name"], "Query",
+        "the schema is published without a key"
+    );
+    assert_eq!(
+        schema["data"]["__schema"]["mutationType"]["name"],
+        "Mutation"
     );
 }
 

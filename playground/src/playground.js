@@ -1,0 +1,113 @@
+// Starts GraphiQL against /graphql on this server, with the key header filled in and a tab of
+// ready-to-run examples for every operation of the API.
+(function () {
+  "use strict";
+
+  var HTTP_KEY_HEADERS = JSON.stringify({ Authorization: "Bearer defaulthttpkey" }, null, 2);
+  var ADMIN_KEY_HEADERS = JSON.stringify({ Authorization: "Bearer defaultadminkey" }, null, 2);
+
+  function tab(query, variables, headers) {
+    return {
+      query: query.trim() + "\n",
+      variables: variables ? JSON.stringify(variables, null, 2) : undefined,
+      headers: headers || HTTP_KEY_HEADERS,
+    };
+  }
+
+  var tabs = [
+    tab(
+      "# Welcome! Set your key in the Headers pane below (http key for reads, admin key for changes),\n" +
+        "# then press the run button. Each tab holds a ready-made operation; the Docs button lists everything.\n" +
+        "{\n  health {\n    status\n    version\n    uptimeSeconds\n" +
+        "    database { ok backend latencyMs migrationsApplied migrationsPending error }\n" +
+        "    cache { entries hits misses ttlSeconds }\n  }\n}"
+    ),
+    tab(
+      "query RemoteConfig($userId: String!, $experimentId: String) {\n" +
+        "  remoteConfig(userId: $userId, experimentId: $experimentId) {\n" +
+        "    userId experimentId cohort source version config\n" +
+        "    assignments { experimentId cohort assignedAt }\n  }\n}",
+      { userId: "player-1", experimentId: null }
+    ),
+    tab(
+      "query ExperimentAssignment($userId: String!, $experimentId: String!) {\n" +
+        "  experimentAssignment(userId: $userId, experimentId: $experimentId) {\n" +
+        "    userId experimentId cohort assignedAt\n  }\n}",
+      { userId: "player-1", experimentId: "onboarding_v2" }
+    ),
+    tab(
+      "query ActiveExperiments {\n  activeExperiments {\n    id name description active startAt endAt\n" +
+        "    cohorts { name weight }\n    variants { cohort version config updatedAt }\n  }\n}"
+    ),
+    tab(
+      "query UserEvents($userId: String!, $eventName: String, $since: DateTime, $until: DateTime, $first: Int, $after: String) {\n" +
+        "  userEvents(userId: $userId, eventName: $eventName, since: $since, until: $until, first: $first, after: $after) {\n" +
+        "    nodes { eventId eventName timestamp receivedAt sessionId properties experimentId cohort }\n" +
+        "    pageInfo { hasNextPage endCursor }\n  }\n}",
+      { userId: "player-1", first: 20 }
+    ),
+    tab(
+      "mutation CollectEvents($events: [EventInput!]!) {\n  collectEvents(events: $events) {\n" +
+        "    accepted duplicates eventIds\n  }\n}",
+      {
+        events: [
+          { eventId: "demo-1", userId: "player-1", eventName: "level_up", properties: { level: 2 } },
+          { userId: "player-1", eventName: "purchase", timestamp: 1735689600, properties: { sku: "coins_100" } },
+        ],
+      }
+    ),
+    tab(
+      "# Admin key needed (see Headers).\nquery Experiment($id: String!) {\n  experiment(id: $id) {\n" +
+        "    id name description active startAt endAt createdAt updatedAt\n    cohorts { name weight }\n" +
+        "    variants { cohort version config }\n  }\n}",
+      { id: "onboarding_v2" },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers).\nmutation UpsertExperiment($input: ExperimentInput!) {\n" +
+        "  upsertExperiment(input: $input) {\n    id name active cohorts { name weight }\n  }\n}",
+      { input: { id: "onboarding_v2", name: "Onboarding v2", cohorts: { control: 0.5, variant_b: 0.5 } } },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers).\nmutation SetExperimentActive($id: String!, $active: Boolean!) {\n" +
+        "  setExperimentActive(id: $id, active: $active) {\n    id active\n  }\n}",
+      { id: "onboarding_v2", active: true },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers). Leave experimentId out for the global default.\n" +
+        "mutation UpdateRemoteConfig($experimentId: String, $cohort: String, $config: JSON!, $merge: Boolean) {\n" +
+        "  updateRemoteConfig(experimentId: $experimentId, cohort: $cohort, config: $config, merge: $merge) {\n" +
+        "    experimentId cohort version config updatedAt\n  }\n}",
+      { experimentId: "onboarding_v2", cohort: "variant_b", config: { tutorial: "short" }, merge: true },
+      ADMIN_KEY_HEADERS
+    ),
+  ];
+
+  var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql" });
+
+  // GraphiQL introspects to fill the docs and autocompletion. The server publishes the same
+  // answer at /playground/schema.json without a key, so the docs work before a key is entered and
+  // whatever limits /graphql puts on queries.
+  function fetcher(params, options) {
+    if (params && params.operationName === "IntrospectionQuery") {
+      return fetch("/playground/schema.json").then(function (response) {
+        if (!response.ok) return graphqlFetcher(params, options);
+        return response.json();
+      });
+    }
+    return graphqlFetcher(params, options);
+  }
+
+  ReactDOM.createRoot(document.getElementById("graphiql")).render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultTabs: tabs,
+      defaultHeaders: HTTP_KEY_HEADERS,
+      defaultEditorToolsVisibility: "headers",
+      isHeadersEditorEnabled: true,
+      shouldPersistHeaders: true,
+    })
+  );
+})();

@@ -1,0 +1,103 @@
+//! The GraphiQL playground, served from the binary: the page and its bundles (built from pinned npm
+//! packages into `playground/dist/`, see playground/README section in the top README). Asset URLs
+//! carry a hash of the bundles, so browsers may cache them for good and still never mix versions.
+
+use std::sync::LazyLock;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::state::AppState;
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+const ASSETS: [Asset; 5] = [
+    Asset {
+        name: "graphiql.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../playground/dist/graphiql.min.js"),
+    },
+    Asset {
+        name: "graphiql.min.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../playground/dist/graphiql.min.css"),
+    },
+    Asset {
+        name: "react.production.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../playground/dist/react.production.min.js"),
+    },
+    Asset {
+        name: "react-dom.production.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../playground/dist/react-dom.production.min.js"),
+    },
+    Asset {
+        name: "playground.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../playground/dist/playground.js"),
+    },
+];
+
+/// The page with asset URLs pinned to the current bundles.
+static PAGE: LazyLock<String> = LazyLock::new(|| {
+    let mut hasher = blake3::Hasher::new();
+    for asset in &ASSETS {
+        hasher.update(asset.bytes);
+    }
+    let version = hasher.finalize().to_hex();
+    include_str!("../playground/dist/index.html").replace("__ASSET_VERSION__", &version[..16])
+});
+
+/// The standard introspection query of graphql-js (what GraphiQL itself would send).
+const INTROSPECTION_QUERY: &str = include_str!("../playground/dist/introspection.graphql");
+
+/// The schema as an introspection result, public like `schema.graphql` in the repository, so the
+/// docs explorer works before a key is entered and whatever limits `/graphql` applies to queries.
+pub async fn schema(State(state): State<AppState>) -> Response {
+    let introspection = state
+        .schema
+        .execute(async_graphql::Request::new(INTROSPECTION_QUERY))
+        .await;
+    if !introspection.errors.is_empty() {
+        tracing::error!(errors = ?introspection.errors, "introspecting our own schema failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(header::CACHE_CONTROL, "no-cache")], Json(introspection)).into_response()
+}
+
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE.as_str(),
+    )
+        .into_response()
+}
+
+pub async fn asset(Path(name): Path<String>) -> Response {
+    let Some(asset) = ASSETS.iter().find(|asset| asset.name == name) else {
+        return (StatusCode::NOT_FOUND, "no such playground asset").into_response();
+    };
+    let mut response = asset.bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    response
+}
