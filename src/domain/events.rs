@@ -13,9 +13,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     db::{
-        WriteGate,
         entities::analytics_event,
-        ingest::{self, EventRow},
+        ingest::{EventRow, Ingest},
     },
     domain::validate::{self, TimestampValue},
     error::{Error, FieldError, Result},
@@ -266,19 +265,14 @@ fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<EventRow, Vec
 
 #[derive(Clone)]
 pub struct EventService {
-    db: DatabaseConnection,
+    ingest: Ingest,
     /// Reads of event history; see `db::connect_history`.
     history: DatabaseConnection,
-    writes: WriteGate,
 }
 
 impl EventService {
-    pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
-        EventService {
-            db,
-            history,
-            writes,
-        }
+    pub fn new(ingest: Ingest, history: DatabaseConnection) -> Self {
+        EventService { ingest, history }
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
@@ -295,10 +289,7 @@ impl EventService {
             .filter(|event| seen.insert(event.event_id.clone()))
             .collect();
         // One statement is one transaction: the batch is stored whole or not at all.
-        let accepted = {
-            let _turn = self.writes.enter().await;
-            ingest::insert_events(&self.db, rows, received_at).await?
-        };
+        let accepted = self.ingest.insert(rows, received_at).await?;
         Ok(CollectOutcome {
             accepted,
             duplicates: event_ids.len() as u64 - accepted,

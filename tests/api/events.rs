@@ -787,3 +787,46 @@ async fn history_queries_stay_on_the_users_index_slice_under_skew_on_postgres() 
         }
     }
 }
+
+#[tokio::test]
+async fn concurrent_batches_with_overlapping_ids_store_each_event_once() {
+    let app = TestApp::spawn().await;
+    let batch = |client: usize| -> Vec<EventInput> {
+        (0..100)
+            .map(|i| {
+                // The first half of every batch repeats ids that other clients send too.
+                let id = if i < 50 {
+                    format!("shared-{i}")
+                } else {
+                    format!("own-{client}-{i}")
+                };
+                with_id(event("crowd", "tick"), &id)
+            })
+            .collect()
+    };
+
+    let outcomes =
+        futures_util::future::join_all((0..20).map(|client| app.collect(batch(client)))).await;
+
+    let accepted: i64 = outcomes.iter().map(|outcome| outcome.accepted).sum();
+    let duplicates: i64 = outcomes.iter().map(|outcome| outcome.duplicates).sum();
+    assert_eq!(
+        accepted,
+        50 + 20 * 50,
+        "each shared id is accepted exactly once"
+    );
+    assert_eq!(duplicates, 19 * 50);
+    let connection = app.database.connect().await;
+    let row = sea_orm::ConnectionTrait::query_one_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM analytics_events WHERE user_id = 'crowd'",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1050);
+    assert_eq!(row.try_get::<i64>("", "d").unwrap(), 1050);
+}
