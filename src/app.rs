@@ -72,7 +72,7 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     let config_service =
         ConfigService::new(connection.clone(), writes.clone(), experiments.clone(), ttl);
     let services = Services {
-        events: EventService::new(db::ingest::Ingest::new(connection.clone(), writes), history),
+        events: EventService::new(connection.clone(), history, writes),
         health: HealthService::new(connection, config_service.clone()),
         experiments,
         config: config_service,

@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::{
     db::{
+        WriteGate,
         entities::analytics_event,
-        ingest::{EventRow, Ingest},
+        ingest::{self, EventRow},
     },
     domain::validate::{self, TimestampValue},
     error::{Error, FieldError, Result},
@@ -265,14 +266,19 @@ fn validate_event(input: EventInput, now: DateTime<Utc>) -> Result<EventRow, Vec
 
 #[derive(Clone)]
 pub struct EventService {
-    ingest: Ingest,
+    db: DatabaseConnection,
     /// Reads of event history; see `db::connect_history`.
     history: DatabaseConnection,
+    writes: WriteGate,
 }
 
 impl EventService {
-    pub fn new(ingest: Ingest, history: DatabaseConnection) -> Self {
-        EventService { ingest, history }
+    pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
+        EventService {
+            db,
+            history,
+            writes,
+        }
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
@@ -289,7 +295,10 @@ impl EventService {
             .filter(|event| seen.insert(event.event_id.clone()))
             .collect();
         // One statement is one transaction: the batch is stored whole or not at all.
-        let accepted = self.ingest.insert(rows, received_at).await?;
+        let accepted = {
+            let _turn = self.writes.enter().await;
+            ingest::insert_events(&self.db, rows, received_at).await?
+        };
         Ok(CollectOutcome {
             accepted,
             duplicates: event_ids.len() as u64 - accepted,
