@@ -78,7 +78,8 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         config: config_service,
     };
     let state = AppState {
-        schema: graphql::build(services.clone()),
+        schema: graphql::build(services.clone(), !config.server.disable_introspection),
+        introspection: !config.server.disable_introspection,
         services,
         keys: Arc::new(Keys::new(&config.keys)),
     };

@@ -98,6 +98,13 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
+    /// Refuse GraphQL introspection (and do not publish /playground/schema.json).
+    #[arg(
+        long = "disable-introspection",
+        env = "OCTP_DISABLE_INTROSPECTION",
+        global = true
+    )]
+    pub disable_introspection: bool,
     /// Address and port to listen on.
     #[arg(long, env = "OCTP_BIND", default_value = DEFAULT_BIND, global = true)]
     pub bind: SocketAddr,
@@ -189,6 +196,7 @@ impl Config {
                 acquire_timeout_secs: 3,
             },
             server: ServerConfig {
+                disable_introspection: false,
                 bind,
                 request_timeout_secs: 30,
             },

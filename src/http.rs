@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use async_graphql::{ErrorExtensions, ParseRequestError};
+use async_graphql::{BatchRequest, ErrorExtensions, ParseRequestError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::{
     Json, Router,
     body::Body,
     extract::{FromRequest, MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
@@ -68,10 +68,21 @@ fn trace_layer() -> TraceLayer<
     })
 }
 
+/// Most operations one batched request may carry (async-graphql runs a batch concurrently).
+const MAX_BATCH_OPERATIONS: usize = 10;
+
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let Some(role) = graphql_role(&state, &request) else {
         return unauthenticated();
     };
+    if request.method() == Method::POST && !json_or_preflighted(request.headers()) {
+        return graphql_error(Error::invalid(
+            "Content-Type",
+            "must be application/json (a cross-site form post cannot set it, which keeps \
+             mutations safe from CSRF); requests carrying an Authorization header are exempt",
+        ));
+    }
+    let is_get = request.method() == Method::GET;
     if declared_length(request.headers()).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return graphql_error(Error::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
@@ -83,7 +94,66 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(batch) => batch.into_inner(),
         Err(rejection) => return rejection.into_response(),
     };
+    if let BatchRequest::Batch(operations) = &batch
+        && operations.len() > MAX_BATCH_OPERATIONS
+    {
+        return graphql_error(Error::invalid(
+            "batch",
+            format!(
+                "at most {MAX_BATCH_OPERATIONS} operations per request (got {})",
+                operations.len()
+            ),
+        ));
+    }
+    // GET must stay safe: a link or an <img> must not be able to change anything.
+    if is_get && batch.iter().any(is_mutation) {
+        let mut response = graphql_error(Error::invalid(
+            "query",
+            "mutations are only accepted over POST",
+        ));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
     GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await).into_response()
+}
+
+/// A JSON content type, or a header no cross-site form or simple request can carry (so the browser
+/// would have asked first, as Apollo's CSRF prevention does).
+fn json_or_preflighted(headers: &HeaderMap) -> bool {
+    const PREFLIGHTED: [&str; 4] = [
+        "authorization",
+        "apollo-require-preflight",
+        "x-apollo-operation-name",
+        "x-requested-with",
+    ];
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false);
+    json || PREFLIGHTED.iter().any(|name| headers.contains_key(*name))
+}
+
+/// Whether the operation a request would run is a mutation (unparseable: let execution report it).
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = match (&request.operation_name, name) {
+            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        selected && operation.node.ty == async_graphql::parser::types::OperationType::Mutation
+    })
 }
 
 /// The caller's role from `Authorization: Bearer <key>` or `?http_key=<key>`.

@@ -5,13 +5,12 @@
 use std::sync::LazyLock;
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-use crate::state::AppState;
+use crate::{graphql, state::AppState};
 
 struct Asset {
     name: &'static str,
@@ -61,17 +60,38 @@ static PAGE: LazyLock<String> = LazyLock::new(|| {
 const INTROSPECTION_QUERY: &str = include_str!("../playground/dist/introspection.graphql");
 
 /// The schema as an introspection result, public like `schema.graphql` in the repository, so the
-/// docs explorer works before a key is entered and whatever limits `/graphql` applies to queries.
+/// docs explorer works before a key is entered. Computed once, from the schema without data or
+/// limits: introspection nests deeper than the depth limit of `/graphql` allows.
 pub async fn schema(State(state): State<AppState>) -> Response {
-    let introspection = state
-        .schema
-        .execute(async_graphql::Request::new(INTROSPECTION_QUERY))
-        .await;
-    if !introspection.errors.is_empty() {
-        tracing::error!(errors = ?introspection.errors, "introspecting our own schema failed");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    static INTROSPECTION: tokio::sync::OnceCell<Option<String>> =
+        tokio::sync::OnceCell::const_new();
+    if !state.introspection {
+        return (StatusCode::NOT_FOUND, "introspection is disabled").into_response();
     }
-    ([(header::CACHE_CONTROL, "no-cache")], Json(introspection)).into_response()
+    let introspection = INTROSPECTION
+        .get_or_init(|| async {
+            let response = graphql::schema()
+                .finish()
+                .execute(async_graphql::Request::new(INTROSPECTION_QUERY))
+                .await;
+            if !response.errors.is_empty() {
+                tracing::error!(errors = ?response.errors, "introspecting our own schema failed");
+                return None;
+            }
+            serde_json::to_string(&response).ok()
+        })
+        .await;
+    match introspection {
+        Some(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body.clone(),
+        )
+            .into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 pub async fn page() -> Response {

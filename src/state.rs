@@ -26,4 +26,6 @@ pub struct AppState {
     pub services: Services,
     pub schema: AppSchema,
     pub keys: Arc<Keys>,
+    /// Whether the schema may be introspected (and published for the playground).
+    pub introspection: bool,
 }

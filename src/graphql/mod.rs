@@ -45,9 +45,25 @@ pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     )
 }
 
+/// Deepest selection accepted. Our deepest real query is about 6 levels; introspection, which
+/// goes deeper, is served without limits at /playground/schema.json.
+pub const MAX_DEPTH: usize = 12;
+/// Most fields one operation may select (aliases included), so one request cannot fan out into
+/// thousands of resolver calls.
+pub const MAX_COMPLEXITY: usize = 2_000;
+
 /// The executable schema, with the services and loaders resolvers call.
-pub fn build(services: Services) -> AppSchema {
-    schema()
+pub fn build(services: Services, introspection: bool) -> AppSchema {
+    let builder = schema()
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_directives(16);
+    let builder = if introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    };
+    builder
         .extension(parse_cache::ParseCache::new(1_000))
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),

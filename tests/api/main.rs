@@ -9,6 +9,7 @@ mod events;
 mod experiments;
 mod foundation;
 mod health;
+mod limits;
 mod nakama_js;
 mod rpc;
 mod schema;
