@@ -144,7 +144,7 @@ impl EventCursor {
 }
 
 /// Checks every rule on every event; on failure the error lists each broken rule by index.
-fn validate_batch(inputs: Vec<EventInput>, now: DateTime<Utc>) -> Result<Vec<EventRow>> {
+pub fn validate_batch(inputs: Vec<EventInput>, now: DateTime<Utc>) -> Result<Vec<EventRow>> {
     if inputs.is_empty() || inputs.len() > MAX_BATCH {
         return Err(Error::invalid(
             "events",

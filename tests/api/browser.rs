@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use tokio::process::Command;
-
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, run_node_test};
 
 #[tokio::test]
 async fn the_playground_runs_a_health_query_in_a_real_browser_offline() {
@@ -22,38 +20,20 @@ async fn the_playground_runs_a_health_query_in_a_real_browser_offline() {
         return;
     }
     let app = TestApp::spawn().await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !dir.join("node_modules/playwright-core").is_dir() {
-        let install = Command::new("npm")
-            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("npm is installed");
-        assert!(
-            install.status.success(),
-            "npm ci failed: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-    }
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("playground.png");
 
-    let run = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "playground.test.mjs"])
-        .env("OCTP_PORT", app.address.port().to_string())
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOT", &screenshot)
-        .current_dir(&dir)
-        .output()
-        .await
-        .expect("node is installed");
+    let (passed, output) = run_node_test(
+        "browser",
+        "playground.test.mjs",
+        &[
+            ("OCTP_PORT", app.address.port().to_string()),
+            ("CHROMIUM", chromium),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    )
+    .await;
 
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(run.status.success(), "the browser test failed:\n{output}");
+    assert!(passed, "the browser test failed:\n{output}");
     assert!(screenshot.is_file(), "a screenshot was saved");
     eprintln!("playground screenshot: {}", screenshot.display());
 }

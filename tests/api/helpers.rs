@@ -261,3 +261,39 @@ impl TestApp {
             .to_owned()
     }
 }
+
+/// Runs one of the Node.js test files under `tests/<dir>` with `node --test`, installing its pinned
+/// npm packages first when they are missing; returns whether it passed and everything it printed.
+pub async fn run_node_test(dir: &str, file: &str, env: &[(&str, String)]) -> (bool, String) {
+    use tokio::process::Command;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
+    if !dir.join("node_modules").is_dir() {
+        // `--ignore-scripts`: a dependency's install script phones home, which must not run in tests.
+        let install = Command::new("npm")
+            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .await
+            .expect("npm is installed (these tests need Node.js 18 or newer)");
+        assert!(
+            install.status.success(),
+            "npm ci failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+    }
+    let run = Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("node is installed");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (run.status.success(), output)
+}
