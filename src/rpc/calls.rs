@@ -129,6 +129,17 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
 }
 
 async fn collect_events(services: &Services, payload: &Payload) -> Result<String> {
+    let inputs = decode_events(payload)?;
+    let outcome = services.events.collect(inputs).await?;
+    to_json(&serde_json::json!({
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "eventIds": outcome.event_ids,
+    }))
+}
+
+/// The events of an `AnalyticsCollectEvents` payload, decoded leniently (see [`decode_event`]).
+pub fn decode_events(payload: &Payload) -> Result<Vec<EventInput>> {
     let events = match payload.get("events") {
         Some(Value::Array(events)) => events,
         Some(other) => {
@@ -142,13 +153,7 @@ async fn collect_events(services: &Services, payload: &Payload) -> Result<String
         }
         None => return Err(Error::invalid("events", "is required")),
     };
-    let inputs = events.iter().map(decode_event).collect();
-    let outcome = services.events.collect(inputs).await?;
-    to_json(&serde_json::json!({
-        "accepted": outcome.accepted,
-        "duplicates": outcome.duplicates,
-        "eventIds": outcome.event_ids,
-    }))
+    Ok(events.iter().map(decode_event).collect())
 }
 
 /// Decodes one event leniently: type problems are carried into the domain's batch check, so the

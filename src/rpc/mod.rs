@@ -29,6 +29,12 @@ const TOO_LARGE: &str = r#"{"code":3, "message":"http: request body too large"}"
 const METHOD_NOT_ALLOWED: &str = r#"{"code":12,"message":"Method Not Allowed"}"#;
 const NO_STORE: &str = "no-store, no-cache, must-revalidate";
 
+/// Decodes an `AnalyticsCollectEvents` payload text into the events it carries, as the RPC does
+/// before the domain checks them; public for the property tests.
+pub fn decode_event_batch(text: &str) -> Result<Vec<crate::domain::events::EventInput>, Error> {
+    calls::decode_events(&payload::Payload::parse(text)?)
+}
+
 /// Entry point for every method on `/v2/rpc/` and below.
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     match *request.method() {

@@ -183,3 +183,39 @@ async fn introspection_can_be_turned_off() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn invalid_utf8_gets_400_with_a_clear_error_on_both_transports() {
+    let app = TestApp::spawn().await;
+    let bytes = vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'];
+
+    let graphql = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .header("content-type", "application/json")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let rpc = app
+        .client
+        .post(app.url(&format!(
+            "/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}&unwrap"
+        )))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(graphql.status(), StatusCode::BAD_REQUEST);
+    let body: Value = graphql.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(rpc.status(), StatusCode::BAD_REQUEST);
+    let body: Value = rpc.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(
+        body["message"].as_str().unwrap().contains("UTF-8"),
+        "{body}"
+    );
+}
