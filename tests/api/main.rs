@@ -5,6 +5,7 @@ mod helpers;
 
 mod browser;
 mod config;
+mod durability;
 mod events;
 mod experiments;
 mod foundation;
