@@ -169,7 +169,8 @@ fn graphql_role(state: &AppState, request: &Request) -> Option<Role> {
     state.keys.role(&key)
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+/// The body size a request announces; both transports refuse oversized bodies before reading.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

@@ -8,7 +8,7 @@ mod payload;
 use axum::{
     body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -144,7 +144,9 @@ async fn read_body(request: Request) -> Result<Bytes, Response> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
     };
-    if declared_length(request.headers()).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+    if crate::http::declared_length(request.headers())
+        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+    {
         return Err(too_large());
     }
     match Limited::new(request.into_body(), MAX_BODY_BYTES)
@@ -158,15 +160,6 @@ async fn read_body(request: Request) -> Result<Bytes, Response> {
             Err(error_reply(&Error::invalid("body", "could not be read")))
         }
     }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn success(reply: String, unwrap: bool, content_type: Option<HeaderValue>) -> Response {
