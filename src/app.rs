@@ -54,15 +54,23 @@ impl App {
 /// The complete router for a configuration: connects, migrates and wires the services.
 pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     let backend = db::Backend::from_url(&config.database.url)?;
-    let connection = db::connect(&config.database)
-        .await
-        .with_context(|| format!("cannot connect to the {} database", backend.name()))?;
-    let applied = db::migrate(&connection)
+    let connect = || async {
+        db::connect(&config.database)
+            .await
+            .with_context(|| format!("cannot connect to the {} database", backend.name()))
+    };
+    // Migrate through a pool of its own and serve from a fresh one: an SQLite connection opened
+    // while the schema was still changing can prepare statements against the old schema (seen as
+    // "ON CONFLICT clause does not match any … UNIQUE constraint" right after startup).
+    let migrating = connect().await?;
+    let applied = db::migrate(&migrating)
         .await
         .context("cannot apply database migrations")?;
+    migrating.close().await.ok();
     if applied > 0 {
         tracing::info!(applied, "applied database migrations");
     }
+    let connection = connect().await?;
     let ttl = config.cache.config_ttl();
     let history = db::connect_history(&config.database, &connection)
         .await

@@ -156,6 +156,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(database: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        // Server warnings and errors show in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         let mut config = Config::with_database(database.url(), "127.0.0.1:0".parse().unwrap());
         adjust(&mut config);
         let app = App::build(config).await.expect("the server starts");
