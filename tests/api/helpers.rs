@@ -20,6 +20,8 @@ pub enum TestDatabase {
         name: String,
         url: String,
     },
+    /// A database the test manages itself (e.g. on a cluster it starts and stops).
+    External(String),
 }
 
 impl TestDatabase {
@@ -63,12 +65,14 @@ impl TestDatabase {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+            TestDatabase::Sqlite { url, .. }
+            | TestDatabase::Postgres { url, .. }
+            | TestDatabase::External(url) => url,
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, TestDatabase::Postgres { .. })
+        self.url().starts_with("postgres")
     }
 
     /// A separate connection, for checking what the server stored.

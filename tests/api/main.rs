@@ -5,6 +5,7 @@ mod helpers;
 
 mod browser;
 mod config;
+mod db_faults;
 mod durability;
 mod events;
 mod experiments;
