@@ -14,7 +14,8 @@ use crate::{
         config::ConfigService, events::EventService, experiments::ExperimentService,
         health::HealthService,
     },
-    graphql, http,
+    graphql::{self, response_cache::ResponseCache},
+    http,
     state::{AppState, Services},
 };
 
@@ -90,6 +91,7 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         introspection: !config.server.disable_introspection,
         services,
         keys: Arc::new(Keys::new(&config.keys)),
+        responses: Arc::new(ResponseCache::new(ttl)),
     };
     Ok(http::router(
         state,

@@ -1,19 +1,18 @@
 //! The HTTP surface: routes, the GraphQL transport (key check, body limit, parse errors as JSON),
 //! probes, the playground page, and the tower layers around them.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_graphql::{BatchRequest, ErrorExtensions, ParseRequestError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::{
     Json, Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::{FromRequest, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use http_body_util::Limited;
 use serde_json::json;
 use tower_http::{
     compression::CompressionLayer, decompression::RequestDecompressionLayer, timeout::TimeoutLayer,
@@ -21,7 +20,15 @@ use tower_http::{
 };
 
 use crate::{
-    auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, playground, rpc, state::AppState,
+    auth,
+    config::MAX_BODY_BYTES,
+    error::Error,
+    graphql::{
+        Role,
+        response_cache::{Freshness, MAX_CACHED_REQUEST_BYTES},
+    },
+    playground, rpc,
+    state::AppState,
 };
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -88,8 +95,25 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             limit: MAX_BODY_BYTES,
         });
     }
-    // The GraphQL extractor streams the body, so cap the stream itself, not just Content-Length.
-    let request = request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES)));
+    // Read before the generation so an entry stored under it cannot predate a write we missed.
+    let generation = state.services.experiments.generation();
+    let (parts, body) = request.into_parts();
+    // Cap the stream itself, not just Content-Length (which may be absent or wrong).
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(error) => {
+            return GraphQLRejection(ParseRequestError::Io(io_error(error))).into_response();
+        }
+    };
+    let cacheable_body = (parts.method == Method::POST && body.len() <= MAX_CACHED_REQUEST_BYTES)
+        .then(|| body.clone());
+    if let Some(body) = &cacheable_body
+        && let Some(cached) = state.responses.get(role, body, generation)
+    {
+        state.services.config.count_cached_fetches(cached.fetches);
+        return json_bytes(cached.body);
+    }
+    let request = Request::from_parts(parts, Body::from(body));
     let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(request, &()).await {
         Ok(batch) => batch.into_inner(),
         Err(rejection) => return rejection.into_response(),
@@ -117,7 +141,57 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await).into_response()
+    match (batch, cacheable_body) {
+        (BatchRequest::Single(single), Some(request_body))
+            if state.responses.is_cacheable(&single.query) =>
+        {
+            let freshness = Arc::new(Freshness::default());
+            let response = state
+                .schema
+                .execute(single.data(role).data(freshness.clone()))
+                .await;
+            let Ok(response_body) = serde_json::to_vec(&response).map(Bytes::from) else {
+                return graphql_error(Error::Internal);
+            };
+            if response.is_ok() {
+                state.responses.insert(
+                    role,
+                    request_body,
+                    generation,
+                    &freshness,
+                    response_body.clone(),
+                );
+            }
+            json_bytes(response_body)
+        }
+        (batch, _) => GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await)
+            .into_response(),
+    }
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The body reader's error as the I/O error the GraphQL extractor would have reported.
+fn io_error(error: axum::Error) -> std::io::Error {
+    let limit_hit = std::iter::successors(
+        Some(&error as &(dyn std::error::Error + 'static)),
+        |error| error.source(),
+    )
+    .any(|error| error.is::<http_body_util::LengthLimitError>());
+    if limit_hit {
+        std::io::Error::other("length limit exceeded")
+    } else {
+        std::io::Error::other(error)
+    }
 }
 
 /// A JSON content type, or a header no cross-site form or simple request can carry (so the browser

@@ -8,7 +8,7 @@ use crate::{
         config::ConfigService, events::EventService, experiments::ExperimentService,
         health::HealthService,
     },
-    graphql::AppSchema,
+    graphql::{AppSchema, response_cache::ResponseCache},
 };
 
 /// The domain services, handed to both adapters.
@@ -26,6 +26,7 @@ pub struct AppState {
     pub services: Services,
     pub schema: AppSchema,
     pub keys: Arc<Keys>,
+    pub responses: Arc<ResponseCache>,
     /// Whether the schema may be introspected (and published for the playground).
     pub introspection: bool,
 }

@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -59,6 +59,8 @@ pub struct RemoteConfig {
     pub version: i64,
     pub config: Value,
     pub assignments: Vec<Arc<Assignment>>,
+    /// When this answer was assembled; it may be served from caches until `fetched_at + ttl`.
+    pub fetched_at: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +136,17 @@ impl ConfigService {
                 misses: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How long a fetched config may be served from a cache.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// Counts fetches answered by a cache in front of this service (a cached response holding
+    /// them), so the statistics keep describing every fetch.
+    pub fn count_cached_fetches(&self, fetches: u64) {
+        self.inner.hits.fetch_add(fetches, Ordering::Relaxed);
     }
 
     pub async fn cache_stats(&self) -> CacheStats {
@@ -236,6 +249,7 @@ impl ConfigService {
             version,
             config,
             assignments: assignment.into_iter().collect(),
+            fetched_at: Instant::now(),
         })
     }
 
@@ -276,6 +290,7 @@ impl ConfigService {
             version,
             config: Value::Object(config),
             assignments,
+            fetched_at: Instant::now(),
         })
     }
 

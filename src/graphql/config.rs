@@ -6,7 +6,9 @@ use async_graphql::{Context, Enum, ErrorExtensions, Json, Object, Result};
 
 use crate::{
     domain::config::{self, ConfigUpdate},
-    graphql::{AdminGuard, experiments::Assignment, scalars::DateTime, services},
+    graphql::{
+        AdminGuard, experiments::Assignment, response_cache::Freshness, scalars::DateTime, services,
+    },
 };
 
 #[derive(Default)]
@@ -23,12 +25,15 @@ impl ConfigQuery {
         user_id: String,
         experiment_id: Option<String>,
     ) -> Result<RemoteConfig> {
-        services(ctx)
+        let fetched = services(ctx)
             .config
             .remote_config(&user_id, experiment_id.as_deref())
             .await
-            .map(RemoteConfig)
-            .map_err(|error| error.extend())
+            .map_err(|error| error.extend())?;
+        if let Some(freshness) = ctx.data_opt::<Arc<Freshness>>() {
+            freshness.observe(fetched.fetched_at);
+        }
+        Ok(RemoteConfig(fetched))
     }
 }
 

@@ -5,7 +5,7 @@ use async_graphql::{Context, ErrorExtensions, Guard};
 use crate::error::Error;
 
 /// What the caller's key allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The http key: game clients and services.
     Client,

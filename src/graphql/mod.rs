@@ -8,6 +8,7 @@ mod experiments;
 mod health;
 mod loaders;
 mod parse_cache;
+pub mod response_cache;
 mod scalars;
 
 use async_graphql::{

@@ -280,3 +280,82 @@ async fn remote_config_arguments_are_validated() {
         );
     }
 }
+
+/// Reads nothing but plain `remoteConfig` fields: the server may answer it from its response cache.
+const PLAIN_FETCH: &str =
+    "query($u: String!) { remoteConfig(userId: $u) { source version config } }";
+
+async fn change_config_behind_the_servers_back(app: &TestApp, coins: u32) {
+    let connection = app.database.connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &connection,
+        &format!("UPDATE config_variants SET config_data = '{{\"coins\": {coins}}}'"),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_config_read_is_served_from_cache_counted_as_hits_and_dropped_on_a_write() {
+    let app = TestApp::spawn().await;
+    app.set_config(None, None, json!({"coins": 10}), false)
+        .await;
+    let first = app.gql(PLAIN_FETCH, json!({"u": "u"})).await;
+    change_config_behind_the_servers_back(&app, 99).await;
+
+    for _ in 0..2 {
+        assert_eq!(app.gql(PLAIN_FETCH, json!({"u": "u"})).await, first);
+    }
+    let stats = cache_stats(&app).await;
+    assert_eq!(
+        (stats["hits"].clone(), stats["misses"].clone()),
+        (json!(2), json!(1))
+    );
+
+    // A write on this instance makes the very same request read the database again.
+    app.upsert_experiment(json!({"id": "unrelated", "name": "Unrelated", "cohorts": {"a": 1}}))
+        .await;
+    let after_write = app.gql(PLAIN_FETCH, json!({"u": "u"})).await;
+    assert_eq!(after_write["remoteConfig"]["config"], json!({"coins": 99}));
+}
+
+#[tokio::test]
+async fn a_cached_config_read_expires_with_the_ttl() {
+    let app = TestApp::spawn_with(crate::helpers::TestDatabase::create().await, |config| {
+        config.cache.config_ttl_secs = 1;
+    })
+    .await;
+    app.set_config(None, None, json!({"coins": 10}), false)
+        .await;
+    app.gql(PLAIN_FETCH, json!({"u": "u"})).await;
+    change_config_behind_the_servers_back(&app, 99).await;
+
+    // Polled rather than slept on: the new row must show once the TTL has passed.
+    let mut attempts = 0;
+    loop {
+        let config =
+            app.gql(PLAIN_FETCH, json!({"u": "u"})).await["remoteConfig"]["config"].clone();
+        if config == json!({"coins": 99}) {
+            break;
+        }
+        assert_eq!(config, json!({"coins": 10}));
+        attempts += 1;
+        assert!(attempts < 100, "the cached config outlived its 1 s TTL");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn documents_reading_more_than_plain_config_are_run_every_time() {
+    let app = TestApp::spawn().await;
+    app.set_config(None, None, json!({"coins": 10}), false)
+        .await;
+    let query =
+        "query($u: String!) { remoteConfig(userId: $u) { config } health { uptimeSeconds } }";
+    let first = app.gql(query, json!({"u": "u"})).await;
+    let second = app.gql(query, json!({"u": "u"})).await;
+    assert_ne!(
+        first["health"]["uptimeSeconds"], second["health"]["uptimeSeconds"],
+        "a response with live fields was replayed"
+    );
+}
