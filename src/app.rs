@@ -16,7 +16,7 @@ use crate::{
     },
     graphql::{self, response_cache::ResponseCache},
     http,
-    state::{AppState, Services},
+    state::{AppState, Services, SharedState},
 };
 
 pub struct App {
@@ -86,13 +86,13 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         experiments,
         config: config_service,
     };
-    let state = AppState {
+    let state = AppState::new(SharedState {
         schema: graphql::build(services.clone(), !config.server.disable_introspection),
         introspection: !config.server.disable_introspection,
         services,
         keys: Arc::new(Keys::new(&config.keys)),
         responses: Arc::new(ResponseCache::new(ttl)),
-    };
+    });
     Ok(http::router(
         state,
         Duration::from_secs(config.server.request_timeout_secs.max(1)),
