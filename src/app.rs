@@ -14,8 +14,8 @@ use crate::{
         config::ConfigService, events::EventService, experiments::ExperimentService,
         health::HealthService,
     },
-    graphql::{self, response_cache::ResponseCache},
-    http,
+    graphql, http,
+    response_cache::ResponseCache,
     state::{AppState, Services, SharedState},
 };
 

@@ -23,11 +23,10 @@ use crate::{
     auth,
     config::MAX_BODY_BYTES,
     error::Error,
-    graphql::{
-        Role,
-        response_cache::{Freshness, MAX_CACHED_REQUEST_BYTES},
-    },
-    playground, rpc,
+    graphql::Role,
+    playground,
+    response_cache::{Freshness, MAX_CACHED_REQUEST_BYTES, Scope},
+    rpc,
     state::AppState,
 };
 
@@ -108,15 +107,23 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let cacheable_body = (parts.method == Method::POST && body.len() <= MAX_CACHED_REQUEST_BYTES)
         .then(|| body.clone());
     if let Some(body) = &cacheable_body
-        && let Some(cached) = state.responses.get(role, body, generation)
+        && let Some(cached) = state.responses.get(Scope::GraphQL, role, body, generation)
     {
         state.services.config.count_cached_fetches(cached.fetches);
         return json_bytes(cached.body);
     }
-    let request = Request::from_parts(parts, Body::from(body));
-    let batch = match GraphQLBatchRequest::<GraphQLRejection>::from_request(request, &()).await {
-        Ok(batch) => batch.into_inner(),
-        Err(rejection) => return rejection.into_response(),
+    let parsed = if parts.method == Method::POST && !is_multipart(&parts.headers) {
+        parse_json_batch(&body)
+    } else {
+        let request = Request::from_parts(parts, Body::from(body));
+        GraphQLBatchRequest::<GraphQLRejection>::from_request(request, &())
+            .await
+            .map(GraphQLBatchRequest::into_inner)
+            .map_err(|rejection| rejection.0)
+    };
+    let batch = match parsed {
+        Ok(batch) => batch,
+        Err(error) => return GraphQLRejection(error).into_response(),
     };
     if let BatchRequest::Batch(operations) = &batch
         && operations.len() > MAX_BATCH_OPERATIONS
@@ -155,6 +162,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             };
             if response.is_ok() {
                 state.responses.insert(
+                    Scope::GraphQL,
                     role,
                     request_body,
                     generation,
@@ -167,6 +175,40 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         (batch, _) => GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await)
             .into_response(),
     }
+}
+
+/// A JSON body as one operation or a batch. async-graphql's own `BatchRequest` is an untagged enum,
+/// which makes serde copy the whole document into an intermediate tree first and, on a mistake,
+/// report only that it matched no variant; the first byte tells the two shapes apart.
+fn parse_json_batch(body: &[u8]) -> Result<BatchRequest, ParseRequestError> {
+    let invalid = |error: serde_json::Error| ParseRequestError::InvalidRequest(Box::new(error));
+    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let operations: Vec<async_graphql::Request> =
+                serde_json::from_slice(body).map_err(invalid)?;
+            if operations.is_empty() {
+                return Err(ParseRequestError::InvalidRequest(
+                    "an empty batch holds no operation".into(),
+                ));
+            }
+            Ok(BatchRequest::Batch(operations))
+        }
+        _ => serde_json::from_slice(body)
+            .map(BatchRequest::Single)
+            .map_err(invalid),
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
 }
 
 fn json_bytes(body: Bytes) -> Response {

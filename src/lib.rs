@@ -17,6 +17,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod playground;
+pub mod response_cache;
 pub mod rpc;
 pub mod state;
 

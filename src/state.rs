@@ -8,7 +8,8 @@ use crate::{
         config::ConfigService, events::EventService, experiments::ExperimentService,
         health::HealthService,
     },
-    graphql::{AppSchema, response_cache::ResponseCache},
+    graphql::AppSchema,
+    response_cache::ResponseCache,
 };
 
 /// The domain services, handed to both adapters.

@@ -6,9 +6,8 @@ use async_graphql::{Context, Enum, ErrorExtensions, Json, Object, Result};
 
 use crate::{
     domain::config::{self, ConfigUpdate},
-    graphql::{
-        AdminGuard, experiments::Assignment, response_cache::Freshness, scalars::DateTime, services,
-    },
+    graphql::{AdminGuard, experiments::Assignment, scalars::DateTime, services},
+    response_cache::Freshness,
 };
 
 #[derive(Default)]

@@ -8,7 +8,6 @@ mod experiments;
 mod health;
 mod loaders;
 mod parse_cache;
-pub mod response_cache;
 mod scalars;
 
 use async_graphql::{

@@ -15,6 +15,7 @@ use crate::{
     },
     error::{Error, FieldError, Result},
     graphql::Role,
+    response_cache::Freshness,
     state::Services,
 };
 
@@ -48,7 +49,14 @@ impl Call {
 }
 
 /// Runs one RPC and returns its reply as JSON text.
-pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -> Result<String> {
+/// A config fetch records when it was read into `freshness`, for the reply cache.
+pub async fn dispatch(
+    call: Call,
+    services: &Services,
+    role: Role,
+    text: &str,
+    freshness: &Freshness,
+) -> Result<String> {
     let payload = Payload::parse(text)?;
     let reply = match call {
         Call::CollectEvents => collect_events(services, &payload).await?,
@@ -62,6 +70,7 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
                 .config
                 .remote_config(&user_id, experiment_id.as_deref())
                 .await?;
+            freshness.observe(config.fetched_at);
             to_json(&RemoteConfigReply::from(config.as_ref()))?
         }
         Call::UpdateRemoteConfig => {

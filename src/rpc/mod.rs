@@ -15,7 +15,14 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
 
-use crate::{auth, config::MAX_BODY_BYTES, error::Error, graphql::Role, state::AppState};
+use crate::{
+    auth,
+    config::MAX_BODY_BYTES,
+    error::Error,
+    graphql::Role,
+    response_cache::{Freshness, MAX_CACHED_REQUEST_BYTES, Scope},
+    state::AppState,
+};
 
 const NO_KEY: &str = r#"{"error":"Auth token or HTTP key required","message":"Auth token or HTTP key required","code":16}"#;
 const BAD_KEY: &str = r#"{"error":"HTTP key invalid","message":"HTTP key invalid","code":16}"#;
@@ -69,8 +76,36 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Ok(payload) => payload,
         Err(response) => return response,
     };
-    match calls::dispatch(call, &state.services, role, &payload).await {
-        Ok(reply) => success(reply, unwrap, request_content_type),
+    // Read before the generation so a reply stored under it cannot predate a write we missed.
+    let generation = state.services.experiments.generation();
+    let cache_key = (call == calls::Call::FetchRemoteConfig
+        && payload.len() <= MAX_CACHED_REQUEST_BYTES)
+        .then(|| Bytes::copy_from_slice(payload.as_bytes()));
+    if let Some(key) = &cache_key
+        && let Some(cached) =
+            state
+                .responses
+                .get(Scope::FetchRemoteConfigRpc, role, key, generation)
+        && let Ok(reply) = String::from_utf8(cached.body.to_vec())
+    {
+        state.services.config.count_cached_fetches(cached.fetches);
+        return success(reply, unwrap, request_content_type);
+    }
+    let freshness = Freshness::default();
+    match calls::dispatch(call, &state.services, role, &payload, &freshness).await {
+        Ok(reply) => {
+            if let Some(key) = cache_key {
+                state.responses.insert(
+                    Scope::FetchRemoteConfigRpc,
+                    role,
+                    key,
+                    generation,
+                    &freshness,
+                    Bytes::copy_from_slice(reply.as_bytes()),
+                );
+            }
+            success(reply, unwrap, request_content_type)
+        }
         Err(error) => error_reply(&error),
     }
 }
@@ -169,7 +204,11 @@ fn success(reply: String, unwrap: bool, content_type: Option<HeaderValue>) -> Re
             reply,
         )
     } else {
-        let envelope = serde_json::json!({ "payload": reply }).to_string();
+        // The envelope by hand: building a JSON map only to print it cost more than the lookup.
+        let mut envelope = String::with_capacity(reply.len() + reply.len() / 4 + 16);
+        envelope.push_str("{\"payload\":");
+        envelope.push_str(&serde_json::Value::String(reply).to_string());
+        envelope.push('}');
         (HeaderValue::from_static("application/json"), envelope)
     };
     let mut response = Response::new(Body::from(body));

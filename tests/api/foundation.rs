@@ -244,6 +244,41 @@ async fn malformed_json_gets_400_with_a_clear_bad_user_input_error() {
 }
 
 #[tokio::test]
+async fn a_request_of_the_wrong_shape_says_what_is_wrong_with_it() {
+    let app = TestApp::spawn().await;
+    for (body, expected) in [
+        (
+            r#"{"query": 5}"#,
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            r#"[{"query": "{ health { status } }"}, 7]"#,
+            "invalid type: integer `7`",
+        ),
+        ("[]", "an empty batch holds no operation"),
+        (r#""{ health { status } }""#, "invalid type: string"),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(HTTP_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let reply: Value = response.json().await.unwrap();
+        let message = reply["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("invalid request: not a valid GraphQL request")
+                && message.contains(expected),
+            "{body}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_body_over_one_mebibyte_gets_413_payload_too_large_and_exactly_one_is_accepted() {
     let app = TestApp::spawn().await;
     let body_of = |size: usize| {

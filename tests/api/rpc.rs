@@ -663,3 +663,41 @@ async fn gzip_bodies_are_decompressed_and_replies_compressed_on_request() {
         .unwrap();
     assert!(text.starts_with("{\"payload\":"), "{text}");
 }
+
+#[tokio::test]
+async fn a_repeated_fetch_remote_config_is_served_from_cache_in_both_forms_until_a_write() {
+    let app = TestApp::spawn().await;
+    app.set_config(None, None, json!({"coins": 10}), false)
+        .await;
+    let payload = json!({"userId": "rpc-cached"});
+    let first = app
+        .rpc("FetchRemoteConfig", HTTP_KEY, payload.clone())
+        .await;
+    let connection = app.database.connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &connection,
+        "UPDATE config_variants SET config_data = '{\"coins\": 99}'",
+    )
+    .await
+    .unwrap();
+
+    // Byte for byte the same reply, wrapped and unwrapped (the same payload text, the same entry).
+    let again = app
+        .rpc("FetchRemoteConfig", HTTP_KEY, payload.clone())
+        .await;
+    assert_eq!(again.body, first.body);
+    let unwrapped = app
+        .rpc_unwrapped("FetchRemoteConfig", HTTP_KEY, payload.clone())
+        .await;
+    assert_eq!(unwrapped.json(), first.payload());
+    assert_eq!(unwrapped.headers[header::CONTENT_TYPE], "application/json");
+    let stats = app
+        .gql("{ health { cache { hits misses } } }", json!({}))
+        .await;
+    assert_eq!(stats["health"]["cache"], json!({"hits": 2, "misses": 1}));
+
+    app.upsert_experiment(json!({"id": "unrelated", "name": "Unrelated", "cohorts": {"a": 1}}))
+        .await;
+    let after_write = app.rpc("FetchRemoteConfig", HTTP_KEY, payload).await;
+    assert_eq!(after_write.payload()["config"], json!({"coins": 99}));
+}

@@ -1,10 +1,10 @@
-//! Whole responses of config reads, kept as the bytes sent. A cached `remoteConfig` already costs
+//! Whole answers of config reads, kept as the bytes sent. A cached `remoteConfig` already costs
 //! no database work, yet running the GraphQL executor around it (validation, resolver futures,
 //! building and serialising the response) was most of the request; game clients repeat the same
 //! request, so its answer is kept as long as the fetches it holds could be served from cache.
 //!
-//! Only documents that read nothing but `remoteConfig` scalars are cached, keyed by the caller's
-//! role and the exact request body. An entry is served only while the experiments/configs
+//! Only GraphQL documents that read nothing but `remoteConfig` scalars, and `FetchRemoteConfig`
+//! RPC payloads, are cached, keyed by the caller's role and the exact request body (payload). An entry is served only while the experiments/configs
 //! generation it was computed under is current (any write on this instance moves it) and no
 //! longer than the configured TTL after the oldest fetch it holds was assembled, so it is never
 //! staler than the fetch cache would be.
@@ -41,8 +41,18 @@ const CACHEABLE_CONFIG_FIELDS: [&str; 7] = [
     "__typename",
 ];
 
+/// Which adapter an answer was built by, so equal request bytes of the two never share an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A GraphQL request body.
+    GraphQL,
+    /// The payload text of the `FetchRemoteConfig` RPC; the entry holds the reply payload text.
+    FetchRemoteConfigRpc,
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
+    scope: Scope,
     role: Role,
     body: Bytes,
 }
@@ -97,8 +107,15 @@ impl ResponseCache {
     }
 
     /// The stored answer to this exact request, if it is still current for `generation`.
-    pub fn get(&self, role: Role, body: &Bytes, generation: u64) -> Option<CachedResponse> {
+    pub fn get(
+        &self,
+        scope: Scope,
+        role: Role,
+        body: &Bytes,
+        generation: u64,
+    ) -> Option<CachedResponse> {
         let key = Key {
+            scope,
             role,
             body: body.clone(),
         };
@@ -129,6 +146,7 @@ impl ResponseCache {
     /// Keeps a successful answer computed under `generation` from what `freshness` observed.
     pub fn insert(
         &self,
+        scope: Scope,
         role: Role,
         request: Bytes,
         generation: u64,
@@ -144,6 +162,7 @@ impl ResponseCache {
         }
         self.entries.insert(
             Key {
+                scope,
                 role,
                 body: request,
             },
