@@ -458,6 +458,10 @@ async fn unicode_quotes_and_sql_looking_text_are_stored_verbatim() {
         "robert'); DROP TABLE analytics_events;--",
         "quote \" backslash \\ tab-free",
         "日本語のユーザー",
+        // What PostgreSQL's COPY text format would read as NULL, an escape or an end of data.
+        "\\N",
+        "\\.",
+        "ends with a backslash \\",
     ];
     let events = tricky
         .iter()
@@ -465,7 +469,8 @@ async fn unicode_quotes_and_sql_looking_text_are_stored_verbatim() {
         .map(|(i, text)| {
             let mut input = with_id(event(text, "e"), text);
             input.session_id = Some(text.to_string());
-            input.properties = Some(json!({"text": text, "emoji": "🔥💯", "n": i}));
+            input.properties =
+                Some(json!({"text": text, "emoji": "🔥💯", "n": i, "lines": "a\nb\tc\r\\N\u{7}"}));
             input
         })
         .collect();
@@ -486,7 +491,7 @@ async fn unicode_quotes_and_sql_looking_text_are_stored_verbatim() {
         assert_eq!(node.session_id.as_deref(), Some(*text));
         assert_eq!(
             node.properties,
-            json!({"text": text, "emoji": "🔥💯", "n": i})
+            json!({"text": text, "emoji": "🔥💯", "n": i, "lines": "a\nb\tc\r\\N\u{7}"})
         );
     }
 }
