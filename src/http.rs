@@ -94,7 +94,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             limit: MAX_BODY_BYTES,
         });
     }
-    // Read before the generation so an entry stored under it cannot predate a write we missed.
+    // Taken before any work, so an answer stored under it can never hide a write that raced it.
     let generation = state.services.experiments.generation();
     let (parts, body) = request.into_parts();
     // Cap the stream itself, not just Content-Length (which may be absent or wrong).

@@ -76,7 +76,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Ok(payload) => payload,
         Err(response) => return response,
     };
-    // Read before the generation so a reply stored under it cannot predate a write we missed.
+    // Taken before any work, so a reply stored under it can never hide a write that raced it.
     let generation = state.services.experiments.generation();
     let cache_key = (call == calls::Call::FetchRemoteConfig
         && payload.len() <= MAX_CACHED_REQUEST_BYTES)
