@@ -240,14 +240,9 @@ async fn a_cached_fetch_counts_as_a_hit_and_does_not_read_the_database() {
         .await;
 
     fetch(&app, "u", None).await;
-    // Change the stored row behind the server's back: a cached answer cannot see it.
-    let connection = app.database.connect().await;
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &connection,
-        "UPDATE config_variants SET config_data = '{\"coins\": 99}'",
-    )
-    .await
-    .unwrap();
+    // A cached answer cannot see this.
+    app.set_every_config_behind_the_servers_back(json!({"coins": 99}))
+        .await;
     let cached = fetch(&app, "u", None).await;
 
     assert_eq!(cached["config"], json!({"coins": 10}));
@@ -285,23 +280,14 @@ async fn remote_config_arguments_are_validated() {
 const PLAIN_FETCH: &str =
     "query($u: String!) { remoteConfig(userId: $u) { source version config } }";
 
-async fn change_config_behind_the_servers_back(app: &TestApp, coins: u32) {
-    let connection = app.database.connect().await;
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &connection,
-        &format!("UPDATE config_variants SET config_data = '{{\"coins\": {coins}}}'"),
-    )
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_repeated_config_read_is_served_from_cache_counted_as_hits_and_dropped_on_a_write() {
     let app = TestApp::spawn().await;
     app.set_config(None, None, json!({"coins": 10}), false)
         .await;
     let first = app.gql(PLAIN_FETCH, json!({"u": "u"})).await;
-    change_config_behind_the_servers_back(&app, 99).await;
+    app.set_every_config_behind_the_servers_back(json!({"coins": 99}))
+        .await;
 
     for _ in 0..2 {
         assert_eq!(app.gql(PLAIN_FETCH, json!({"u": "u"})).await, first);
@@ -328,7 +314,8 @@ async fn a_cached_config_read_expires_with_the_ttl() {
     app.set_config(None, None, json!({"coins": 10}), false)
         .await;
     app.gql(PLAIN_FETCH, json!({"u": "u"})).await;
-    change_config_behind_the_servers_back(&app, 99).await;
+    app.set_every_config_behind_the_servers_back(json!({"coins": 99}))
+        .await;
 
     // Polled rather than slept on: the new row must show once the TTL has passed.
     let mut attempts = 0;

@@ -261,6 +261,19 @@ impl TestApp {
             .clone()
     }
 
+    /// Overwrites every stored config straight in the database, unseen by the server's caches.
+    pub async fn set_every_config_behind_the_servers_back(&self, config: Value) {
+        let connection = self.database.connect().await;
+        let sql = format!(
+            "UPDATE config_variants SET config_data = '{}'",
+            config.to_string().replace('\'', "''")
+        );
+        connection
+            .execute_unprepared(&sql)
+            .await
+            .expect("update the stored configs");
+    }
+
     /// The `extensions.code` of the first error, for operations expected to fail.
     pub async fn gql_err_code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
         let (_, body) = self.gql_as(key, query, variables).await;

@@ -673,13 +673,8 @@ async fn a_repeated_fetch_remote_config_is_served_from_cache_in_both_forms_until
     let first = app
         .rpc("FetchRemoteConfig", HTTP_KEY, payload.clone())
         .await;
-    let connection = app.database.connect().await;
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &connection,
-        "UPDATE config_variants SET config_data = '{\"coins\": 99}'",
-    )
-    .await
-    .unwrap();
+    app.set_every_config_behind_the_servers_back(json!({"coins": 99}))
+        .await;
 
     // Byte for byte the same reply, wrapped and unwrapped (the same payload text, the same entry).
     let again = app
