@@ -26,22 +26,24 @@ pub struct EventRow {
     pub cohort: Option<String>,
 }
 
+macro_rules! insert_from_unnest {
+    () => {
+        "INSERT INTO analytics_events \
+        (event_id, user_id, session_id, event_name, event_timestamp, received_at, properties, experiment_id, cohort) \
+        SELECT event_id, user_id, session_id, event_name, event_timestamp, $9, properties::jsonb, experiment_id, cohort \
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[]) \
+        AS batch (event_id, user_id, session_id, event_name, event_timestamp, properties, experiment_id, cohort)"
+    };
+}
+
 /// Expects every id to be new: ON CONFLICT's speculative insertion cost PostgreSQL about a tenth
 /// of its ingest throughput, paid on every row for the rare batch that repeats an id.
-const POSTGRES_INSERT: &str = "INSERT INTO analytics_events \
-    (event_id, user_id, session_id, event_name, event_timestamp, received_at, properties, experiment_id, cohort) \
-    SELECT event_id, user_id, session_id, event_name, event_timestamp, $9, properties::jsonb, experiment_id, cohort \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[]) \
-    AS batch (event_id, user_id, session_id, event_name, event_timestamp, properties, experiment_id, cohort)";
+const POSTGRES_INSERT: &str = insert_from_unnest!();
 
 /// The same, skipping ids already stored: for a retried batch, or one racing another with the
 /// same ids, after the plain insert refused it as a whole.
-const POSTGRES_INSERT_SKIPPING_STORED: &str = "INSERT INTO analytics_events \
-    (event_id, user_id, session_id, event_name, event_timestamp, received_at, properties, experiment_id, cohort) \
-    SELECT event_id, user_id, session_id, event_name, event_timestamp, $9, properties::jsonb, experiment_id, cohort \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[]) \
-    AS batch (event_id, user_id, session_id, event_name, event_timestamp, properties, experiment_id, cohort) \
-    ON CONFLICT (event_id) DO NOTHING";
+const POSTGRES_INSERT_SKIPPING_STORED: &str =
+    concat!(insert_from_unnest!(), " ON CONFLICT (event_id) DO NOTHING");
 
 /// Inserts the rows (whose `event_id`s must be distinct) and returns how many were new.
 pub async fn insert_events(

@@ -138,11 +138,6 @@ impl ConfigService {
         }
     }
 
-    /// How long a fetched config may be served from a cache.
-    pub fn ttl(&self) -> Duration {
-        self.inner.ttl
-    }
-
     /// Counts fetches answered by a cache in front of this service (a cached response holding
     /// them), so the statistics keep describing every fetch.
     pub fn count_cached_fetches(&self, fetches: u64) {
