@@ -6,18 +6,7 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::{
-    auth::Keys,
-    config::Config,
-    db,
-    domain::{
-        config::ConfigService, events::EventService, experiments::ExperimentService,
-        health::HealthService,
-    },
-    graphql, http,
-    response_cache::ResponseCache,
-    state::{AppState, Services, SharedState},
-};
+use crate::{auth::Keys, config::Config, db, domain::Services, http};
 
 pub struct App {
     listener: TcpListener,
@@ -76,25 +65,10 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     let history = db::connect_history(&config.database, &connection)
         .await
         .context("cannot open the event-history connections")?;
-    let writes = db::WriteGate::for_connection(&connection);
-    let experiments = ExperimentService::new(connection.clone(), writes.clone(), ttl);
-    let config_service =
-        ConfigService::new(connection.clone(), writes.clone(), experiments.clone(), ttl);
-    let services = Services {
-        events: EventService::new(connection.clone(), history, writes),
-        health: HealthService::new(connection, config_service.clone()),
-        experiments,
-        config: config_service,
-    };
-    let state = AppState::new(SharedState {
-        schema: graphql::build(services.clone(), !config.server.disable_introspection),
-        introspection: !config.server.disable_introspection,
-        services,
-        keys: Arc::new(Keys::new(&config.keys)),
-        responses: Arc::new(ResponseCache::new(ttl)),
-    });
     Ok(http::router(
-        state,
+        Services::new(connection, history, ttl),
+        Arc::new(Keys::new(&config.keys)),
+        !config.server.disable_introspection,
         Duration::from_secs(config.server.request_timeout_secs.max(1)),
     ))
 }

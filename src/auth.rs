@@ -1,9 +1,34 @@
-//! Key checks shared by both transports. Keys are compared through fixed-length digests in
-//! constant time, so neither their content nor their length leaks through timing.
+//! Keys and roles, shared by both adapters and the domain. Keys are compared through fixed-length
+//! digests in constant time, so neither their content nor their length leaks through timing.
 
 use subtle::ConstantTimeEq;
 
-use crate::{config::KeyConfig, graphql::Role};
+use crate::{
+    config::KeyConfig,
+    error::{Error, Result},
+};
+
+/// What the caller's key allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The http key: game clients and services.
+    Client,
+    /// The admin key: everything, including config and experiment changes.
+    Admin,
+}
+
+impl Role {
+    /// The one admin rule: services call it before any admin-only work, so no adapter can
+    /// forget it or word it differently.
+    pub fn require_admin(self) -> Result<()> {
+        match self {
+            Role::Admin => Ok(()),
+            Role::Client => Err(Error::Forbidden(
+                "this operation needs the admin key".to_owned(),
+            )),
+        }
+    }
+}
 
 pub struct Keys {
     http: blake3::Hash,

@@ -104,11 +104,17 @@ impl Error {
 
     /// A single-field validation error.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        let error = FieldError::new(field, reason);
-        Error::BadUserInput {
-            message: format!("invalid {}: {}", error.field, error.reason),
-            errors: vec![error],
-        }
+        FieldError::new(field, reason).into()
+    }
+
+    /// Validation errors with a message naming the first, for clients that read only `message`.
+    /// Callers must pass at least one error.
+    fn bad_input(errors: Vec<FieldError>) -> Self {
+        let message = match errors.first() {
+            Some(first) => format!("invalid {}: {}", first.field, first.reason),
+            None => "invalid input".to_owned(),
+        };
+        Error::BadUserInput { message, errors }
     }
 
     /// Field errors of a batch, in input order.
@@ -116,6 +122,62 @@ impl Error {
         match self {
             Error::BadUserInput { errors, .. } => errors,
             _ => &[],
+        }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(error: FieldError) -> Self {
+        Error::bad_input(vec![error])
+    }
+}
+
+/// Collects every broken rule of one input, so a single reply can name them all.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl From<Vec<FieldError>> for FieldErrors {
+    fn from(errors: Vec<FieldError>) -> Self {
+        FieldErrors(errors)
+    }
+}
+
+impl FieldErrors {
+    /// The value of a passed check; a failed one is recorded under `field` and gives `None`.
+    pub fn check<T>(&mut self, field: &str, outcome: Result<T, String>) -> Option<T> {
+        outcome
+            .map_err(|reason| self.0.push(FieldError::new(field, reason)))
+            .ok()
+    }
+
+    /// The value of a passed check; a failed one is recorded and gives `None`.
+    pub fn take<T>(&mut self, outcome: Result<T, FieldError>) -> Option<T> {
+        outcome.map_err(|error| self.0.push(error)).ok()
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a problem is already recorded for `field`.
+    pub fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|error| error.field == field)
+    }
+
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+
+    /// `Ok` when nothing was recorded, else `BAD_USER_INPUT` listing every problem.
+    pub fn into_result(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::bad_input(self.0))
         }
     }
 }

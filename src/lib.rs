@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod auth;
+mod body;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -17,9 +18,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod playground;
-pub mod response_cache;
 pub mod rpc;
-pub mod state;
 
 pub use app::{App, build_router};
 pub use config::Config;

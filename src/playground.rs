@@ -5,12 +5,29 @@
 use std::sync::LazyLock;
 
 use axum::{
+    Router,
     extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::get,
 };
+use tower_http::compression::CompressionLayer;
 
-use crate::{graphql, state::AppState};
+use crate::graphql;
+
+/// `/playground`, its bundles and the published schema. `introspection` false hides the schema.
+pub fn router(introspection: bool) -> Router {
+    // The bundles are large and compress well.
+    Router::new()
+        .route("/playground", get(page))
+        .route("/playground/assets/{name}", get(asset))
+        .route("/playground/schema.json", get(schema))
+        .layer(CompressionLayer::new().gzip(true))
+        .with_state(Introspection(introspection))
+}
+
+#[derive(Clone, Copy)]
+struct Introspection(bool);
 
 struct Asset {
     name: &'static str,
@@ -62,10 +79,10 @@ const INTROSPECTION_QUERY: &str = include_str!("../playground/dist/introspection
 /// The schema as an introspection result, public like `schema.graphql` in the repository, so the
 /// docs explorer works before a key is entered. Computed once, from the schema without data or
 /// limits: introspection nests deeper than the depth limit of `/graphql` allows.
-pub async fn schema(State(state): State<AppState>) -> Response {
+async fn schema(State(Introspection(allowed)): State<Introspection>) -> Response {
     static INTROSPECTION: tokio::sync::OnceCell<Option<String>> =
         tokio::sync::OnceCell::const_new();
-    if !state.introspection {
+    if !allowed {
         return (StatusCode::NOT_FOUND, "introspection is disabled").into_response();
     }
     let introspection = INTROSPECTION
@@ -94,7 +111,7 @@ pub async fn schema(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn page() -> Response {
+async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -105,7 +122,7 @@ pub async fn page() -> Response {
         .into_response()
 }
 
-pub async fn asset(Path(name): Path<String>) -> Response {
+async fn asset(Path(name): Path<String>) -> Response {
     let Some(asset) = ASSETS.iter().find(|asset| asset.name == name) else {
         return (StatusCode::NOT_FOUND, "no such playground asset").into_response();
     };

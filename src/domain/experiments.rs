@@ -1,14 +1,7 @@
 //! A/B experiments: definitions, the computed "active" state, and sticky cohort assignments.
 //! Definitions and assignments are cached; a write on this instance invalidates at once.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
@@ -19,19 +12,24 @@ use sea_orm::{
 };
 
 use crate::{
+    auth::Role,
     db::{
         WriteGate,
         entities::{experiment_metadata, user_experiment_assignment},
     },
     domain::{
         assignment::{self, CohortWeights},
+        changes::Changes,
+        ids::{Slug, UserId},
         validate::{self, TimestampValue},
     },
-    error::{Error, FieldError, Result},
+    error::{Error, FieldError, FieldErrors, Result},
 };
 
 /// The experiment id reserved for the global default config.
 pub const GLOBAL: &str = "global";
+/// Whether an upserted experiment is switched on when the input does not say.
+pub const DEFAULT_ACTIVE: bool = true;
 const MAX_DESCRIPTION_CHARS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +99,8 @@ pub struct ExperimentInput {
     pub name: String,
     pub description: Option<String>,
     pub cohorts: serde_json::Value,
-    pub active: bool,
+    /// Absent: [`DEFAULT_ACTIVE`].
+    pub active: Option<bool>,
     pub start_at: Option<TimestampValue>,
     pub end_at: Option<TimestampValue>,
     pub salt: Option<String>,
@@ -122,16 +121,16 @@ struct Inner {
     /// (user, experiment) → assignment. Assignments are sticky, so a hit stays right as long as
     /// its cohort still exists, which is checked on every read.
     assignments: Cache<(String, String), Arc<Assignment>>,
-    /// Bumped by every write to experiments or configs, so derived caches know they are stale.
-    generation: AtomicU64,
+    changes: Changes,
 }
 
 impl ExperimentService {
-    pub fn new(db: DatabaseConnection, writes: WriteGate, ttl: Duration) -> Self {
+    pub fn new(db: DatabaseConnection, writes: WriteGate, changes: Changes, ttl: Duration) -> Self {
         ExperimentService {
             inner: Arc::new(Inner {
                 db,
                 writes,
+                changes,
                 definitions: Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(ttl)
@@ -141,25 +140,29 @@ impl ExperimentService {
                     .max_capacity(1_000_000)
                     .time_to_idle(Duration::from_secs(600))
                     .build(),
-                generation: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Changes whenever an experiment or a config is written on this instance.
-    pub fn generation(&self) -> u64 {
-        self.inner.generation.load(Ordering::Acquire)
-    }
-
-    /// Marks every cache derived from experiments or configs as stale.
-    pub(crate) async fn invalidate(&self) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    /// After a write: this service's caches and everything derived from experiments are stale.
+    fn invalidate(&self) {
+        self.inner.changes.record();
         self.inner.definitions.invalidate_all();
         self.inner.all.invalidate_all();
     }
 
+    /// Any experiment by id, whatever its state (admin key). An id that breaks the naming rules
+    /// cannot exist, so it is simply not found.
+    pub async fn definition(&self, caller: Role, id: &str) -> Result<Option<Arc<Experiment>>> {
+        caller.require_admin()?;
+        match Slug::parse("id", id) {
+            Ok(id) => self.get(&id).await,
+            Err(_) => Ok(None),
+        }
+    }
+
     /// An experiment by id, whatever its state.
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<Experiment>>> {
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Arc<Experiment>>> {
         let db = self.inner.db.clone();
         let key = id.to_owned();
         self.inner
@@ -227,8 +230,7 @@ impl ExperimentService {
     }
 
     /// An active experiment, or `NOT_FOUND`.
-    pub async fn live(&self, id: &str) -> Result<Arc<Experiment>> {
-        validate::slug(id).map_err(|reason| Error::invalid("experimentId", reason))?;
+    async fn live(&self, id: &Slug) -> Result<Arc<Experiment>> {
         match self.get(id).await? {
             Some(experiment) if experiment.is_live(Utc::now()) => Ok(experiment),
             _ => Err(Error::NotFound(format!(
@@ -240,15 +242,22 @@ impl ExperimentService {
     /// The user's cohort in an active experiment: the stored one, or a new deterministic draw
     /// when none is stored or the stored cohort was removed from the experiment.
     #[tracing::instrument(skip_all, fields(user_id = %user_id, experiment_id = %experiment_id))]
-    pub async fn assignment(&self, user_id: &str, experiment_id: &str) -> Result<Arc<Assignment>> {
-        validate::printable_text(user_id).map_err(|reason| Error::invalid("userId", reason))?;
+    pub async fn assignment(
+        &self,
+        user_id: &UserId,
+        experiment_id: &Slug,
+    ) -> Result<Arc<Assignment>> {
         let experiment = self.live(experiment_id).await?;
         self.assign(user_id, &experiment).await
     }
 
     /// As [`ExperimentService::assignment`], for an experiment already known to be active.
-    pub async fn assign(&self, user_id: &str, experiment: &Experiment) -> Result<Arc<Assignment>> {
-        let key = (user_id.to_owned(), experiment.id.clone());
+    pub async fn assign(
+        &self,
+        user_id: &UserId,
+        experiment: &Experiment,
+    ) -> Result<Arc<Assignment>> {
+        let key = (user_id.to_string(), experiment.id.clone());
         if let Some(cached) = self.inner.assignments.get(&key).await
             && experiment.cohorts.contains(&cached.cohort)
         {
@@ -261,7 +270,7 @@ impl ExperimentService {
 
     async fn assign_in_database(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         experiment: &Experiment,
     ) -> Result<Assignment> {
         let db = &self.inner.db;
@@ -289,7 +298,7 @@ impl ExperimentService {
                 // exactly one insert win and the others read the winner's row below.
                 let row = user_experiment_assignment::ActiveModel {
                     id: NotSet,
-                    user_id: Set(user_id.to_owned()),
+                    user_id: Set(user_id.to_string()),
                     experiment_id: Set(experiment.id.clone()),
                     cohort: Set(cohort),
                     assigned_at: Set(validate::truncate_to_micros(Utc::now())),
@@ -315,7 +324,8 @@ impl ExperimentService {
     /// Creates or replaces an experiment. Without `salt`, a stored salt is kept (a new experiment's
     /// salt is its id).
     #[tracing::instrument(skip_all, fields(experiment_id = %input.id))]
-    pub async fn upsert(&self, input: ExperimentInput) -> Result<Arc<Experiment>> {
+    pub async fn upsert(&self, caller: Role, input: ExperimentInput) -> Result<Arc<Experiment>> {
+        caller.require_admin()?;
         let valid = validate_experiment(&input)?;
         let now = validate::truncate_to_micros(Utc::now());
         let row = experiment_metadata::ActiveModel {
@@ -324,7 +334,7 @@ impl ExperimentService {
             description: Set(input.description),
             cohorts: Set(valid.cohorts.to_json()),
             salt: Set(input.salt.clone().unwrap_or_else(|| input.id.clone())),
-            is_active: Set(input.active),
+            is_active: Set(input.active.unwrap_or(DEFAULT_ACTIVE)),
             start_at: Set(valid.start_at),
             end_at: Set(valid.end_at),
             created_at: Set(now),
@@ -352,13 +362,19 @@ impl ExperimentService {
             .exec_without_returning(&self.inner.db)
             .await?;
         drop(turn);
-        self.invalidate().await;
+        self.invalidate();
         self.require(&input.id).await
     }
 
-    /// Sets the stored active flag.
-    pub async fn set_active(&self, id: &str, active: bool) -> Result<Arc<Experiment>> {
-        validate::slug(id).map_err(|reason| Error::invalid("id", reason))?;
+    /// Sets the stored active flag (admin key).
+    pub async fn set_active(
+        &self,
+        caller: Role,
+        id: &str,
+        active: bool,
+    ) -> Result<Arc<Experiment>> {
+        caller.require_admin()?;
+        let id = Slug::parse("id", id)?;
         let turn = self.inner.writes.enter().await;
         let updated = experiment_metadata::Entity::update_many()
             .col_expr(experiment_metadata::Column::IsActive, active.into())
@@ -366,15 +382,15 @@ impl ExperimentService {
                 experiment_metadata::Column::UpdatedAt,
                 validate::truncate_to_micros(Utc::now()).into(),
             )
-            .filter(experiment_metadata::Column::ExperimentId.eq(id))
+            .filter(experiment_metadata::Column::ExperimentId.eq(id.as_ref()))
             .exec(&self.inner.db)
             .await?;
         drop(turn);
         if updated.rows_affected == 0 {
             return Err(Error::NotFound(format!("experiment not found: {id}")));
         }
-        self.invalidate().await;
-        self.require(id).await
+        self.invalidate();
+        self.require(&id).await
     }
 
     async fn require(&self, id: &str) -> Result<Arc<Experiment>> {
@@ -386,11 +402,11 @@ impl ExperimentService {
 
 async fn find_assignment(
     db: &DatabaseConnection,
-    user_id: &str,
+    user_id: &UserId,
     experiment_id: &str,
 ) -> Result<Option<user_experiment_assignment::Model>> {
     Ok(user_experiment_assignment::Entity::find()
-        .filter(user_experiment_assignment::Column::UserId.eq(user_id))
+        .filter(user_experiment_assignment::Column::UserId.eq(user_id.as_ref()))
         .filter(user_experiment_assignment::Column::ExperimentId.eq(experiment_id))
         .one(db)
         .await?)
@@ -403,26 +419,21 @@ struct ValidExperiment {
 }
 
 fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
-    let mut errors = Vec::new();
-    let mut check = |field: &str, outcome: Result<(), String>| {
-        if let Err(reason) = outcome {
-            errors.push(FieldError::new(field, reason));
-        }
-    };
-    check("id", validate::slug(&input.id));
+    let mut errors = FieldErrors::default();
+    errors.check("id", validate::slug(&input.id));
     if input.id == GLOBAL {
-        check(
+        errors.check::<()>(
             "id",
             Err(format!(
                 "{GLOBAL:?} is reserved for the global default config"
             )),
         );
     }
-    check("name", validate::printable_text(&input.name));
+    errors.check("name", validate::printable_text(&input.name));
     if let Some(description) = &input.description {
         let chars = description.chars().count();
         if chars > MAX_DESCRIPTION_CHARS {
-            check(
+            errors.check::<()>(
                 "description",
                 Err(format!(
                     "must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
@@ -431,17 +442,13 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
         }
     }
     if let Some(salt) = &input.salt {
-        check("salt", validate::slug(salt));
+        errors.check("salt", validate::slug(salt));
     }
-    let cohorts = CohortWeights::parse(&input.cohorts);
-    if let Err(reason) = &cohorts {
-        check("cohorts", Err(reason.clone()));
-    }
-    let mut time = |field: &str, value: &Option<TimestampValue>| match value {
-        None => None,
-        Some(value) => validate::parse_timestamp(value)
-            .map_err(|reason| check(field, Err(reason)))
-            .ok(),
+    let cohorts = errors.check("cohorts", CohortWeights::parse(&input.cohorts));
+    let mut time = |field: &str, value: &Option<TimestampValue>| {
+        value
+            .as_ref()
+            .and_then(|value| errors.check(field, validate::parse_timestamp(value)))
     };
     let start_at = time("startAt", &input.start_at);
     let end_at = time("endAt", &input.end_at);
@@ -450,18 +457,10 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
     {
         errors.push(FieldError::new("endAt", "must be later than startAt"));
     }
-    match cohorts {
-        Ok(cohorts) if errors.is_empty() => Ok(ValidExperiment {
-            cohorts,
-            start_at,
-            end_at,
-        }),
-        _ => {
-            let first = &errors[0];
-            Err(Error::BadUserInput {
-                message: format!("invalid {}: {}", first.field, first.reason),
-                errors,
-            })
-        }
-    }
+    errors.into_result()?;
+    Ok(ValidExperiment {
+        cohorts: cohorts.ok_or(Error::Internal)?,
+        start_at,
+        end_at,
+    })
 }

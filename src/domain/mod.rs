@@ -1,8 +1,53 @@
-//! Domain services: the rules of the product, free of HTTP and GraphQL. Both adapters call these.
+//! Domain services: the rules of the product, free of HTTP and GraphQL. Both adapters call these,
+//! through the [`Services`] bundle, and nothing else.
 
 pub mod assignment;
+pub mod changes;
 pub mod config;
 pub mod events;
 pub mod experiments;
 pub mod health;
+pub mod ids;
 pub mod validate;
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+
+use self::{
+    changes::Changes, config::ConfigService, events::EventService, experiments::ExperimentService,
+    health::HealthService,
+};
+use crate::db::WriteGate;
+
+/// The domain services, handed to both adapters (cheap to clone).
+#[derive(Clone)]
+pub struct Services {
+    pub health: HealthService,
+    pub events: EventService,
+    pub experiments: ExperimentService,
+    pub config: ConfigService,
+}
+
+impl Services {
+    /// Wires the services over one connection pool; `history` serves event-history reads and
+    /// `ttl` bounds every cache of experiments and configs.
+    pub fn new(db: DatabaseConnection, history: DatabaseConnection, ttl: Duration) -> Self {
+        let writes = WriteGate::for_connection(&db);
+        let changes = Changes::default();
+        let experiments = ExperimentService::new(db.clone(), writes.clone(), changes.clone(), ttl);
+        let config = ConfigService::new(
+            db.clone(),
+            writes.clone(),
+            changes,
+            experiments.clone(),
+            ttl,
+        );
+        Services {
+            events: EventService::new(db.clone(), history, writes),
+            health: HealthService::new(db, config.clone()),
+            experiments,
+            config,
+        }
+    }
+}

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ErrorExtensions, Json, Object, Result};
+use async_graphql::{Context, Enum, Json, Object, Result};
 
 use crate::{
-    domain::config::{self, ConfigUpdate},
-    graphql::{AdminGuard, experiments::Assignment, scalars::DateTime, services},
-    response_cache::Freshness,
+    domain::{
+        config::{self, ConfigUpdate, DEFAULT_MERGE},
+        ids::{Slug, UserId},
+    },
+    graphql::{error::Extend, experiments::Assignment, role, scalars::DateTime, services},
 };
 
 #[derive(Default)]
@@ -24,15 +26,14 @@ impl ConfigQuery {
         user_id: String,
         experiment_id: Option<String>,
     ) -> Result<RemoteConfig> {
-        let fetched = services(ctx)
+        let user_id = UserId::parse("userId", user_id).extended()?;
+        let experiment_id = Slug::parse_optional("experimentId", experiment_id).extended()?;
+        services(ctx)
             .config
-            .remote_config(&user_id, experiment_id.as_deref())
+            .remote_config(&user_id, experiment_id.as_ref())
             .await
-            .map_err(|error| error.extend())?;
-        if let Some(freshness) = ctx.data_opt::<Arc<Freshness>>() {
-            freshness.observe(fetched.fetched_at);
-        }
-        Ok(RemoteConfig(fetched))
+            .map(RemoteConfig)
+            .extended()
     }
 }
 
@@ -44,31 +45,33 @@ impl ConfigMutation {
     /// Stores a config (admin key) and bumps its version. `experimentId` absent: the global
     /// default; `cohort` absent: the experiment's `default`. With `merge`, the new top-level keys
     /// are laid over the stored object instead of replacing it.
-    #[graphql(guard = "AdminGuard")]
     async fn update_remote_config(
         &self,
         ctx: &Context<'_>,
         experiment_id: Option<String>,
         cohort: Option<String>,
         config: Json<serde_json::Value>,
-        #[graphql(default_with = "Some(false)")] merge: Option<bool>,
+        #[graphql(default_with = "Some(DEFAULT_MERGE)")] merge: Option<bool>,
     ) -> Result<ConfigVariant> {
+        let update = ConfigUpdate {
+            experiment_id,
+            cohort,
+            config: config.0,
+            merge,
+            decode_errors: Vec::new(),
+        };
         services(ctx)
             .config
-            .update(ConfigUpdate {
-                experiment_id,
-                cohort,
-                config: config.0,
-                merge: merge.unwrap_or(false),
-            })
+            .update(role(ctx), update)
             .await
             .map(ConfigVariant)
-            .map_err(|error| error.extend())
+            .extended()
     }
 }
 
 /// Which level of the fallback chain served the config.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "config::ConfigSource")]
 pub enum ConfigSource {
     /// The variant for the user's cohort.
     Cohort,
@@ -78,17 +81,6 @@ pub enum ConfigSource {
     Global,
     /// Nothing stored: `{}` with version 0.
     None,
-}
-
-impl From<config::ConfigSource> for ConfigSource {
-    fn from(source: config::ConfigSource) -> Self {
-        match source {
-            config::ConfigSource::Cohort => ConfigSource::Cohort,
-            config::ConfigSource::ExperimentDefault => ConfigSource::ExperimentDefault,
-            config::ConfigSource::Global => ConfigSource::Global,
-            config::ConfigSource::None => ConfigSource::None,
-        }
-    }
 }
 
 pub struct RemoteConfig(Arc<config::RemoteConfig>);
@@ -139,5 +131,24 @@ impl ConfigVariant {
     }
     async fn updated_at(&self) -> DateTime {
         self.0.updated_at.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::resolver_utils::EnumType;
+
+    use super::*;
+
+    /// The RPC writes `wire_name`; GraphQL derives its own names: they must be the same words.
+    #[test]
+    fn config_sources_are_spelled_alike_on_both_transports() {
+        for source in config::ConfigSource::ALL {
+            let item = ConfigSource::items()
+                .iter()
+                .find(|item| config::ConfigSource::from(item.value) == source)
+                .expect("every domain source has a GraphQL value");
+            assert_eq!(item.name, source.wire_name());
+        }
     }
 }

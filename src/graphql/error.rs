@@ -1,17 +1,9 @@
-//! Domain errors as GraphQL errors, and the key-role guard for admin fields.
+//! Domain errors as GraphQL errors: the message, `extensions.code` from the one table in
+//! `crate::error`, and `extensions.errors` with every broken rule.
 
-use async_graphql::{Context, ErrorExtensions, Guard};
+use async_graphql::ErrorExtensions;
 
 use crate::error::Error;
-
-/// What the caller's key allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// The http key: game clients and services.
-    Client,
-    /// The admin key: everything, including config and experiment changes.
-    Admin,
-}
 
 impl ErrorExtensions for Error {
     fn extend(&self) -> async_graphql::Error {
@@ -31,14 +23,14 @@ impl ErrorExtensions for Error {
     }
 }
 
-/// Lets admin-only fields refuse the http key with `FORBIDDEN`.
-pub struct AdminGuard;
+/// Domain results in resolvers: `?` alone would drop `extensions.code` (async-graphql's blanket
+/// `From<T: Display>`), so every resolver goes through this.
+pub trait Extend<T> {
+    fn extended(self) -> async_graphql::Result<T>;
+}
 
-impl Guard for AdminGuard {
-    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        match ctx.data_opt::<Role>() {
-            Some(Role::Admin) => Ok(()),
-            _ => Err(Error::Forbidden("this operation needs the admin key".to_owned()).extend()),
-        }
+impl<T, E: Into<Error>> Extend<T> for Result<T, E> {
+    fn extended(self) -> async_graphql::Result<T> {
+        self.map_err(|error| error.into().extend())
     }
 }

@@ -3,17 +3,20 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, ErrorExtensions, ID, InputObject, Json, Object, Result, SimpleObject,
+    Context, ID, InputObject, Json, Object, Result, SimpleObject,
     connection::{Connection, Edge},
     dataloader::DataLoader,
 };
 
 use crate::{
     domain::{
-        events::{self, EventInput as DomainEventInput, UserEventsQuery},
+        events::{self, DEFAULT_PAGE, EventInput as DomainEventInput, UserEventsQuery},
         experiments::Experiment as DomainExperiment,
     },
-    graphql::{experiments::Experiment, loaders::ExperimentLoader, scalars::DateTime, services},
+    graphql::{
+        error::Extend, experiments::Experiment, loaders::ExperimentLoader, scalars::DateTime,
+        services,
+    },
 };
 
 #[derive(Default)]
@@ -32,7 +35,7 @@ impl EventsQuery {
         event_name: Option<String>,
         since: Option<DateTime>,
         until: Option<DateTime>,
-        #[graphql(default_with = "Some(50)")] first: Option<i32>,
+        #[graphql(default_with = "Some(DEFAULT_PAGE as i32)")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Event>> {
         let page = services(ctx)
@@ -46,7 +49,7 @@ impl EventsQuery {
                 after: after.clone(),
             })
             .await
-            .map_err(|error| error.extend())?;
+            .extended()?;
         let mut connection = Connection::new(after.is_some(), page.has_next_page);
         connection.edges.extend(
             page.events
@@ -71,11 +74,7 @@ impl EventsMutation {
         events: Vec<EventInput>,
     ) -> Result<CollectEventsPayload> {
         let inputs = events.into_iter().map(EventInput::into_domain).collect();
-        let outcome = services(ctx)
-            .events
-            .collect(inputs)
-            .await
-            .map_err(|error| error.extend())?;
+        let outcome = services(ctx).events.collect(inputs).await.extended()?;
         Ok(CollectEventsPayload {
             accepted: saturating(outcome.accepted),
             duplicates: saturating(outcome.duplicates),

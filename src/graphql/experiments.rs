@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, ErrorExtensions, InputObject, Json, Object, Result, SimpleObject,
-    dataloader::DataLoader,
+    Context, InputObject, Json, Object, Result, SimpleObject, dataloader::DataLoader,
 };
 
 use crate::{
-    domain::experiments::{self, ExperimentInput as DomainExperimentInput},
+    domain::{
+        experiments::{self, DEFAULT_ACTIVE, ExperimentInput as DomainExperimentInput},
+        ids::{Slug, UserId},
+    },
     graphql::{
-        AdminGuard, config::ConfigVariant, loaders::VariantLoader, scalars::DateTime, services,
+        config::ConfigVariant, error::Extend, loaders::VariantLoader, role, scalars::DateTime,
+        services,
     },
 };
 
@@ -27,33 +30,30 @@ impl ExperimentsQuery {
         user_id: String,
         experiment_id: String,
     ) -> Result<Assignment> {
+        let user_id = UserId::parse("userId", user_id).extended()?;
+        let experiment_id = Slug::parse("experimentId", experiment_id).extended()?;
         services(ctx)
             .experiments
             .assignment(&user_id, &experiment_id)
             .await
             .map(Assignment)
-            .map_err(|error| error.extend())
+            .extended()
     }
 
     /// Experiments active now (flag set and inside their time window), in byte order of their ids.
     async fn active_experiments(&self, ctx: &Context<'_>) -> Result<Vec<Experiment>> {
-        let active = services(ctx)
-            .experiments
-            .active()
-            .await
-            .map_err(|error| error.extend())?;
+        let active = services(ctx).experiments.active().await.extended()?;
         Ok(active.into_iter().map(Experiment).collect())
     }
 
     /// Any experiment by id, whatever its state (admin key).
-    #[graphql(guard = "AdminGuard")]
     async fn experiment(&self, ctx: &Context<'_>, id: String) -> Result<Option<Experiment>> {
         services(ctx)
             .experiments
-            .get(&id)
+            .definition(role(ctx), &id)
             .await
             .map(|found| found.map(Experiment))
-            .map_err(|error| error.extend())
+            .extended()
     }
 }
 
@@ -64,7 +64,6 @@ pub struct ExperimentsMutation;
 impl ExperimentsMutation {
     /// Creates or replaces an experiment (admin key). Without `salt` the stored salt is kept (a new
     /// experiment's salt is its id); changing the salt re-randomises future assignments.
-    #[graphql(guard = "AdminGuard")]
     async fn upsert_experiment(
         &self,
         ctx: &Context<'_>,
@@ -72,14 +71,13 @@ impl ExperimentsMutation {
     ) -> Result<Experiment> {
         services(ctx)
             .experiments
-            .upsert(input.into_domain())
+            .upsert(role(ctx), input.into_domain())
             .await
             .map(Experiment)
-            .map_err(|error| error.extend())
+            .extended()
     }
 
     /// Turns an experiment on or off (admin key).
-    #[graphql(guard = "AdminGuard")]
     async fn set_experiment_active(
         &self,
         ctx: &Context<'_>,
@@ -88,10 +86,10 @@ impl ExperimentsMutation {
     ) -> Result<Experiment> {
         services(ctx)
             .experiments
-            .set_active(&id, active)
+            .set_active(role(ctx), &id, active)
             .await
             .map(Experiment)
-            .map_err(|error| error.extend())
+            .extended()
     }
 }
 
@@ -103,7 +101,7 @@ pub struct ExperimentInput {
     name: String,
     description: Option<String>,
     cohorts: Json<serde_json::Value>,
-    #[graphql(default_with = "Some(true)")]
+    #[graphql(default_with = "Some(DEFAULT_ACTIVE)")]
     active: Option<bool>,
     start_at: Option<DateTime>,
     end_at: Option<DateTime>,
@@ -117,7 +115,7 @@ impl ExperimentInput {
             name: self.name,
             description: self.description,
             cohorts: self.cohorts.0,
-            active: self.active.unwrap_or(true),
+            active: self.active,
             start_at: self.start_at.map(DateTime::into_input),
             end_at: self.end_at.map(DateTime::into_input),
             salt: self.salt,

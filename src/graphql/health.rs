@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Object, SimpleObject};
 
-use crate::{domain::health::HealthService, state::Services};
+use crate::domain::{Services, health::HealthService};
 
 #[derive(Default)]
 pub struct HealthQuery;

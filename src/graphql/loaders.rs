@@ -3,11 +3,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use async_graphql::{ErrorExtensions, dataloader::Loader};
+use async_graphql::dataloader::Loader;
 
 use crate::{
-    domain::{config::ConfigVariant, experiments::Experiment},
-    state::Services,
+    domain::{Services, config::ConfigVariant, experiments::Experiment},
+    graphql::error::Extend,
 };
 
 pub struct ExperimentLoader(pub Services);
@@ -17,11 +17,7 @@ impl Loader<String> for ExperimentLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        self.0
-            .experiments
-            .get_many(ids)
-            .await
-            .map_err(|error| error.extend())
+        self.0.experiments.get_many(ids).await.extended()
     }
 }
 
@@ -32,12 +28,7 @@ impl Loader<String> for VariantLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        let variants = self
-            .0
-            .config
-            .variants_of(ids)
-            .await
-            .map_err(|error| error.extend())?;
+        let variants = self.0.config.variants_of(ids).await.extended()?;
         let mut by_experiment: HashMap<String, Vec<ConfigVariant>> = HashMap::new();
         for variant in variants {
             if let Some(id) = &variant.experiment_id {

@@ -1,6 +1,8 @@
-//! The GraphQL adapter: types and resolvers over the domain services. Resolvers parse, call one
-//! service method and map the result; rules live in `crate::domain`.
+//! The GraphQL adapter: types and resolvers over the domain services, and its HTTP transport
+//! (`router`). Resolvers parse, call one service method and map the result; rules live in
+//! `crate::domain`.
 
+mod cacheable;
 mod config;
 mod error;
 mod events;
@@ -9,13 +11,19 @@ mod health;
 mod loaders;
 mod parse_cache;
 mod scalars;
+mod transport;
+
+use std::sync::Arc;
 
 use async_graphql::{
     Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, dataloader::DataLoader,
 };
+use axum::{Router, routing::get};
 
-pub use self::error::{AdminGuard, Role};
-use crate::state::Services;
+use crate::{
+    auth::{Keys, Role},
+    domain::Services,
+};
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
@@ -77,6 +85,19 @@ pub fn build(services: Services, introspection: bool) -> AppSchema {
         .finish()
 }
 
+/// `/graphql` (GET and POST).
+pub fn router(services: Services, keys: Arc<Keys>, introspection: bool) -> Router {
+    let transport = transport::Transport::new(transport::Shared {
+        schema: build(services.clone(), introspection),
+        services,
+        keys,
+        documents: cacheable::CacheableDocuments::new(),
+    });
+    Router::new()
+        .route("/graphql", get(transport::graphql).post(transport::graphql))
+        .with_state(transport)
+}
+
 /// The SDL that `schema.graphql` must match.
 pub fn sdl() -> String {
     schema().finish().sdl()
@@ -84,4 +105,9 @@ pub fn sdl() -> String {
 
 fn services<'a>(ctx: &Context<'a>) -> &'a Services {
     ctx.data_unchecked::<Services>()
+}
+
+/// The caller's role; the transport attaches it to every request it runs.
+fn role(ctx: &Context<'_>) -> Role {
+    ctx.data_opt::<Role>().copied().unwrap_or(Role::Client)
 }

@@ -4,24 +4,30 @@
 
 mod calls;
 mod payload;
+mod replies;
+
+use std::sync::Arc;
 
 use axum::{
+    Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::any,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
-use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
+use tower_http::{compression::CompressionLayer, decompression::RequestDecompressionLayer};
 
 use crate::{
-    auth,
-    config::MAX_BODY_BYTES,
+    auth::{self, Keys, Role},
+    body::{self, BodyError},
+    domain::{
+        Services,
+        config::replies::{ReplyKey, ReplyScope},
+    },
     error::Error,
-    graphql::Role,
-    response_cache::{Freshness, MAX_CACHED_REQUEST_BYTES, Scope},
-    state::AppState,
 };
 
 const NO_KEY: &str = r#"{"error":"Auth token or HTTP key required","message":"Auth token or HTTP key required","code":16}"#;
@@ -42,8 +48,24 @@ pub fn decode_event_batch(text: &str) -> Result<Vec<crate::domain::events::Event
     calls::decode_events(&payload::Payload::parse(text)?)
 }
 
+/// What the RPC route shares (one pointer: axum clones route state for every request).
+#[derive(Clone)]
+struct Rpc(Arc<(Services, Arc<Keys>)>);
+
+/// `/v2/rpc/{id}` for every method, as Nakama routes it.
+pub fn router(services: Services, keys: Arc<Keys>) -> Router {
+    // Nakama decompresses gzip/deflate request bodies and gzips replies for clients that ask.
+    Router::new()
+        .route("/v2/rpc/", any(handle))
+        .route("/v2/rpc/{*id}", any(handle))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new().gzip(true))
+        .with_state(Rpc(Arc::new((services, keys))))
+}
+
 /// Entry point for every method on `/v2/rpc/` and below.
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+async fn handle(State(Rpc(state)): State<Rpc>, request: Request) -> Response {
+    let (services, keys) = state.as_ref();
     match *request.method() {
         Method::GET | Method::POST => {}
         Method::OPTIONS => {
@@ -51,7 +73,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         }
         _ => return fixed(StatusCode::NOT_IMPLEMENTED, METHOD_NOT_ALLOWED),
     }
-    let role = match authenticate(&state, &request) {
+    let role = match authenticate(keys, &request) {
         Ok(role) => role,
         Err(body) => return fixed(StatusCode::UNAUTHORIZED, body),
     };
@@ -76,45 +98,29 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Ok(payload) => payload,
         Err(response) => return response,
     };
-    // Taken before any work, so a reply stored under it can never hide a write that raced it.
-    let generation = state.services.experiments.generation();
-    let cache_key = (call == calls::Call::FetchRemoteConfig
-        && payload.len() <= MAX_CACHED_REQUEST_BYTES)
-        .then(|| Bytes::copy_from_slice(payload.as_bytes()));
-    if let Some(key) = &cache_key
-        && let Some(cached) =
-            state
-                .responses
-                .get(Scope::FetchRemoteConfigRpc, role, key, generation)
-        && let Ok(reply) = String::from_utf8(cached.body.to_vec())
-    {
-        state.services.config.count_cached_fetches(cached.fetches);
-        return success(reply, unwrap, request_content_type);
-    }
-    let freshness = Freshness::default();
-    match calls::dispatch(call, &state.services, role, &payload, &freshness).await {
-        Ok(reply) => {
-            if let Some(key) = cache_key {
-                state.responses.insert(
-                    Scope::FetchRemoteConfigRpc,
-                    role,
-                    key,
-                    generation,
-                    &freshness,
-                    Bytes::copy_from_slice(reply.as_bytes()),
-                );
-            }
-            success(reply, unwrap, request_content_type)
-        }
+    let key = (call == calls::Call::FetchRemoteConfig)
+        .then(|| ReplyKey::new(ReplyScope::FetchRemoteConfigRpc, role, payload.as_bytes()))
+        .flatten();
+    let reply = services
+        .config
+        .cached_reply(key, async {
+            calls::dispatch(call, services, role, &payload)
+                .await
+                .map(Bytes::from)
+        })
+        .await
+        .and_then(|reply| String::from_utf8(reply.into()).map_err(|_| Error::Internal));
+    match reply {
+        Ok(reply) => success(reply, unwrap, request_content_type),
         Err(error) => error_reply(&error),
     }
 }
 
 /// Nakama's order of checks: a right `?http_key=` wins; an empty one counts as absent; then
 /// Basic auth with the key as user name; a Bearer token is a session token, which we never issue.
-fn authenticate(state: &AppState, request: &Request) -> Result<Role, &'static str> {
+fn authenticate(keys: &Keys, request: &Request) -> Result<Role, &'static str> {
     if let Some(key) = auth::query_key(request.uri().query()) {
-        return state.keys.role(&key).ok_or(BAD_KEY);
+        return keys.role(&key).ok_or(BAD_KEY);
     }
     let authorization = request
         .headers()
@@ -131,7 +137,7 @@ fn authenticate(state: &AppState, request: &Request) -> Result<Role, &'static st
             .ok()
             .and_then(|decoded| String::from_utf8(decoded).ok())
             .map(|decoded| decoded.split(':').next().unwrap_or_default().to_owned());
-        return user.and_then(|user| state.keys.role(&user)).ok_or(BAD_KEY);
+        return user.and_then(|user| keys.role(&user)).ok_or(BAD_KEY);
     }
     if scheme.eq_ignore_ascii_case("bearer") {
         return Err(BAD_TOKEN);
@@ -172,26 +178,17 @@ async fn read_payload(
 }
 
 async fn read_body(request: Request) -> Result<Bytes, Response> {
-    let too_large = || {
-        let mut response = fixed(StatusCode::BAD_REQUEST, TOO_LARGE);
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
-    };
-    if crate::http::declared_length(request.headers())
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => {
-            tracing::debug!(%error, "reading an RPC body failed");
+    let (parts, body) = request.into_parts();
+    match body::read(&parts.headers, body).await {
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge) => {
+            let mut response = fixed(StatusCode::BAD_REQUEST, TOO_LARGE);
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+        Err(BodyError::Unreadable) => {
             Err(error_reply(&Error::invalid("body", "could not be read")))
         }
     }

@@ -107,29 +107,6 @@ fn snake_case(camel: &str) -> String {
     snake
 }
 
-/// Collects field errors so one reply can name every problem.
-#[derive(Default)]
-pub struct Problems(Vec<FieldError>);
-
-impl Problems {
-    pub fn take<T: Default>(&mut self, outcome: Result<T, FieldError>) -> T {
-        outcome.unwrap_or_else(|error| {
-            self.0.push(error);
-            T::default()
-        })
-    }
-
-    pub fn into_result(self) -> Result<(), Error> {
-        match self.0.first() {
-            None => Ok(()),
-            Some(first) => Err(Error::BadUserInput {
-                message: format!("invalid {}: {}", first.field, first.reason),
-                errors: self.0,
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,13 @@
-//! Remote configuration (API.md §6): the fallback chain, the merged answer, versioned updates.
-//! The service owns the fetch cache: a hit does no database work; a write on this instance makes
-//! the next fetch see it at once (cache keys carry the experiments/configs generation).
+//! Remote configuration (docs/api.md §6): the fallback chain, the merged answer, versioned
+//! updates. The service owns its caches: fetches (a hit does no database work) and whole replies
+//! ([`replies`]); a write on this instance makes the next read see it at once (cache keys carry
+//! the experiments/configs generation of [`Changes`]).
+
+mod fallback;
+pub mod replies;
 
 use std::{
-    collections::HashMap,
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -11,23 +15,32 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use self::fallback::{Served, VariantMap, fallback, merge, overlay};
+use self::replies::{Freshness, ReplyCache, ReplyKey};
 use crate::{
+    auth::Role,
     db::{WriteGate, entities::config_variant},
     domain::{
         assignment::DEFAULT_COHORT,
+        changes::Changes,
         experiments::{Assignment, ExperimentService, GLOBAL},
+        ids::{Slug, UserId},
         validate,
     },
-    error::{Error, Result},
+    error::{Error, FieldError, FieldErrors, Result},
 };
+
+/// Whether `updateRemoteConfig` lays the new keys over the stored object when it does not say.
+pub const DEFAULT_MERGE: bool = false;
 
 /// Optimistic update attempts before giving up under extreme write contention.
 const UPDATE_ATTEMPTS: usize = 8;
@@ -48,6 +61,25 @@ pub enum ConfigSource {
     Global,
     ExperimentDefault,
     Cohort,
+}
+
+impl ConfigSource {
+    pub const ALL: [ConfigSource; 4] = [
+        ConfigSource::Cohort,
+        ConfigSource::ExperimentDefault,
+        ConfigSource::Global,
+        ConfigSource::None,
+    ];
+
+    /// The contract's spelling, the same on every transport (docs/api.md §8).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            ConfigSource::Cohort => "COHORT",
+            ConfigSource::ExperimentDefault => "EXPERIMENT_DEFAULT",
+            ConfigSource::Global => "GLOBAL",
+            ConfigSource::None => "NONE",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,14 +120,19 @@ impl From<config_variant::Model> for ConfigVariant {
 /// `updateRemoteConfig` input as the client sent it.
 #[derive(Debug, Clone)]
 pub struct ConfigUpdate {
+    /// Absent: the global default.
     pub experiment_id: Option<String>,
+    /// Absent: the experiment's `default`.
     pub cohort: Option<String>,
     pub config: Value,
-    pub merge: bool,
+    /// Absent: [`DEFAULT_MERGE`].
+    pub merge: Option<bool>,
+    /// Problems a transport met while decoding the update (e.g. a number where text belongs),
+    /// reported after the caller's key is checked, beside the domain's own findings.
+    pub decode_errors: Vec<FieldError>,
 }
 
 type FetchKey = (u64, String, Option<String>);
-type VariantMap = HashMap<(String, String), Arc<ConfigVariant>>;
 
 #[derive(Clone)]
 pub struct ConfigService {
@@ -105,8 +142,10 @@ pub struct ConfigService {
 struct Inner {
     db: DatabaseConnection,
     writes: WriteGate,
+    changes: Changes,
     experiments: ExperimentService,
     fetches: Cache<FetchKey, Arc<RemoteConfig>>,
+    replies: ReplyCache,
     /// Every variant, keyed by (experiment id, cohort), for the generation in the key.
     variants: Cache<u64, Arc<VariantMap>>,
     ttl: Duration,
@@ -118,6 +157,7 @@ impl ConfigService {
     pub fn new(
         db: DatabaseConnection,
         writes: WriteGate,
+        changes: Changes,
         experiments: ExperimentService,
         ttl: Duration,
     ) -> Self {
@@ -125,7 +165,9 @@ impl ConfigService {
             inner: Arc::new(Inner {
                 db,
                 writes,
+                changes,
                 experiments,
+                replies: ReplyCache::new(ttl),
                 fetches: Cache::builder()
                     .max_capacity(200_000)
                     .time_to_live(ttl)
@@ -138,10 +180,30 @@ impl ConfigService {
         }
     }
 
-    /// Counts fetches answered by a cache in front of this service (a cached response holding
-    /// them), so the statistics keep describing every fetch.
-    pub fn count_cached_fetches(&self, fetches: u64) {
-        self.inner.hits.fetch_add(fetches, Ordering::Relaxed);
+    /// The reply to a plain config read: the stored one while it is current, else `compute`'s.
+    /// `Ok` replies are kept (when they used a config fetch); `Err` ones are passed on, not kept.
+    /// Without a key (a request too large to keep) the reply is just computed.
+    pub async fn cached_reply<E>(
+        &self,
+        key: Option<ReplyKey>,
+        compute: impl Future<Output = std::result::Result<Bytes, E>>,
+    ) -> std::result::Result<Bytes, E> {
+        let Some(key) = key else {
+            return compute.await;
+        };
+        // Taken before any work, so a reply stored under it can never hide a write that raced it.
+        let generation = self.inner.changes.generation();
+        if let Some(cached) = self.inner.replies.get(&key, generation) {
+            // The fetches the reply holds count as hits, so the statistics describe every fetch.
+            self.inner.hits.fetch_add(cached.fetches, Ordering::Relaxed);
+            return Ok(cached.body);
+        }
+        let freshness = Arc::new(Freshness::default());
+        let reply = replies::observing(freshness.clone(), compute).await?;
+        self.inner
+            .replies
+            .insert(key, generation, &freshness, reply.clone());
+        Ok(reply)
     }
 
     pub async fn cache_stats(&self) -> CacheStats {
@@ -161,18 +223,14 @@ impl ConfigService {
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     pub async fn remote_config(
         &self,
-        user_id: &str,
-        experiment_id: Option<&str>,
+        user_id: &UserId,
+        experiment_id: Option<&Slug>,
     ) -> Result<Arc<RemoteConfig>> {
-        validate::printable_text(user_id).map_err(|reason| Error::invalid("userId", reason))?;
-        if let Some(id) = experiment_id {
-            validate::slug(id).map_err(|reason| Error::invalid("experimentId", reason))?;
-        }
-        let generation = self.inner.experiments.generation();
+        let generation = self.inner.changes.generation();
         let key = (
             generation,
-            user_id.to_owned(),
-            experiment_id.map(str::to_owned),
+            user_id.to_string(),
+            experiment_id.map(Slug::to_string),
         );
         let this = self.clone();
         let entry = self
@@ -194,13 +252,15 @@ impl ConfigService {
             &self.inner.hits
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(entry.into_value())
+        let config = entry.into_value();
+        replies::observe(config.fetched_at);
+        Ok(config)
     }
 
     async fn resolve_one(
         &self,
-        user_id: &str,
-        experiment_id: &str,
+        user_id: &UserId,
+        experiment_id: &Slug,
         generation: u64,
     ) -> Result<RemoteConfig> {
         let variants = self.variants(generation).await?;
@@ -216,74 +276,43 @@ impl ConfigService {
         let cohort = assignment
             .as_ref()
             .map(|assignment| assignment.cohort.clone());
-        let lookup = |experiment: &str, cohort: &str| {
-            variants.get(&(experiment.to_owned(), cohort.to_owned()))
-        };
-        let served = cohort
-            .as_deref()
-            .and_then(|cohort| lookup(experiment_id, cohort))
-            .map(|variant| (ConfigSource::Cohort, variant))
-            .or_else(|| {
-                experiment.as_ref().and_then(|_| {
-                    lookup(experiment_id, DEFAULT_COHORT)
-                        .map(|variant| (ConfigSource::ExperimentDefault, variant))
-                })
-            })
-            .or_else(|| {
-                lookup(GLOBAL, DEFAULT_COHORT).map(|variant| (ConfigSource::Global, variant))
-            });
-        let (source, version, config) = match served {
-            Some((source, variant)) => (source, variant.version, variant.config.clone()),
-            None => (ConfigSource::None, 0, Value::Object(Map::new())),
-        };
+        let served = fallback(&variants, experiment_id, cohort.as_deref());
         Ok(RemoteConfig {
-            user_id: user_id.to_owned(),
-            experiment_id: Some(experiment_id.to_owned()),
+            user_id: user_id.to_string(),
+            experiment_id: Some(experiment_id.to_string()),
             cohort,
-            source,
-            version,
-            config,
+            source: served.source,
+            version: served.version,
+            config: served.config,
             assignments: assignment.into_iter().collect(),
             fetched_at: Instant::now(),
         })
     }
 
-    async fn resolve_merged(&self, user_id: &str, generation: u64) -> Result<RemoteConfig> {
+    async fn resolve_merged(&self, user_id: &UserId, generation: u64) -> Result<RemoteConfig> {
         let variants = self.variants(generation).await?;
         let experiments = &self.inner.experiments;
-        let mut config = Map::new();
-        let mut version = 0;
-        let mut source = ConfigSource::None;
-        let mut layers = Vec::new();
-        if let Some(global) = variants.get(&(GLOBAL.to_owned(), DEFAULT_COHORT.to_owned())) {
-            layers.push((ConfigSource::Global, global.clone()));
-        }
         let mut assignments = Vec::new();
         for experiment in experiments.active().await? {
-            let assignment = experiments.assign(user_id, &experiment).await?;
-            let cohort_variant = variants.get(&(experiment.id.clone(), assignment.cohort.clone()));
-            let default_variant = variants.get(&(experiment.id.clone(), DEFAULT_COHORT.to_owned()));
-            match (cohort_variant, default_variant) {
-                (Some(variant), _) => layers.push((ConfigSource::Cohort, variant.clone())),
-                (None, Some(variant)) => {
-                    layers.push((ConfigSource::ExperimentDefault, variant.clone()))
-                }
-                (None, None) => {}
-            }
-            assignments.push(assignment);
+            assignments.push(experiments.assign(user_id, &experiment).await?);
         }
-        for (level, variant) in layers {
-            overlay(&mut config, &variant.config);
-            version += variant.version;
-            source = source.max(level);
-        }
+        let cohorts: Vec<(&str, &str)> = assignments
+            .iter()
+            .map(|assignment| {
+                (
+                    assignment.experiment_id.as_str(),
+                    assignment.cohort.as_str(),
+                )
+            })
+            .collect();
+        let served = merge(&variants, &cohorts);
         Ok(RemoteConfig {
-            user_id: user_id.to_owned(),
+            user_id: user_id.to_string(),
             experiment_id: None,
             cohort: None,
-            source,
-            version,
-            config: Value::Object(config),
+            source: served.source,
+            version: served.version,
+            config: served.config,
             assignments,
             fetched_at: Instant::now(),
         })
@@ -322,7 +351,9 @@ impl ConfigService {
     /// Stores a config (replacing it, or laying its keys over the stored one with `merge`) and
     /// bumps its version.
     #[tracing::instrument(skip_all, fields(experiment_id = ?update.experiment_id, cohort = ?update.cohort))]
-    pub async fn update(&self, update: ConfigUpdate) -> Result<ConfigVariant> {
+    pub async fn update(&self, caller: Role, update: ConfigUpdate) -> Result<ConfigVariant> {
+        caller.require_admin()?;
+        FieldErrors::from(update.decode_errors.clone()).into_result()?;
         let (experiment_id, cohort) = self.target(&update).await?;
         validate::json_object(&update.config, validate::MAX_CONFIG_BYTES)
             .map_err(|reason| Error::invalid("config", reason))?;
@@ -357,7 +388,7 @@ impl ConfigService {
                 }
                 continue; // another writer created it first: update theirs
             };
-            let config = if update.merge {
+            let config = if update.merge.unwrap_or(DEFAULT_MERGE) {
                 let mut merged = stored.config_data.as_object().cloned().unwrap_or_default();
                 overlay(&mut merged, &update.config);
                 let merged = Value::Object(merged);
@@ -388,7 +419,7 @@ impl ConfigService {
     }
 
     async fn finish_update(&self, experiment_id: &str, cohort: &str) -> Result<ConfigVariant> {
-        self.inner.experiments.invalidate().await;
+        self.inner.changes.record();
         self.inner.fetches.invalidate_all();
         self.inner.variants.invalidate_all();
         let row = config_variant::Entity::find()
@@ -406,7 +437,7 @@ impl ConfigService {
             .cohort
             .clone()
             .unwrap_or_else(|| DEFAULT_COHORT.to_owned());
-        validate::slug(&cohort).map_err(|reason| Error::invalid("cohort", reason))?;
+        let cohort = String::from(Slug::parse("cohort", cohort)?);
         let experiment_id = match update.experiment_id.as_deref() {
             None | Some(GLOBAL) => {
                 if cohort != DEFAULT_COHORT {
@@ -421,11 +452,11 @@ impl ConfigService {
             }
             Some(id) => id,
         };
-        validate::slug(experiment_id).map_err(|reason| Error::invalid("experimentId", reason))?;
+        let experiment_id = Slug::parse("experimentId", experiment_id)?;
         let experiment = self
             .inner
             .experiments
-            .get(experiment_id)
+            .get(&experiment_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("experiment not found: {experiment_id}")))?;
         if cohort != DEFAULT_COHORT && !experiment.cohorts.contains(&cohort) {
@@ -434,42 +465,6 @@ impl ConfigService {
                 format!("experiment {experiment_id:?} has no cohort {cohort:?}"),
             ));
         }
-        Ok((experiment_id.to_owned(), cohort))
-    }
-}
-
-/// Lays the top-level keys of `top` over `base`, replacing whole values.
-pub fn overlay(base: &mut Map<String, Value>, top: &Value) {
-    if let Value::Object(top) = top {
-        for (key, value) in top {
-            base.insert(key.clone(), value.clone());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn overlay_replaces_top_level_keys_whole() {
-        let mut base = json!({"a": 1, "nested": {"x": 1, "y": 2}})
-            .as_object()
-            .cloned()
-            .unwrap();
-        overlay(&mut base, &json!({"nested": {"x": 9}, "b": 2}));
-        assert_eq!(
-            Value::Object(base),
-            json!({"a": 1, "b": 2, "nested": {"x": 9}})
-        );
-    }
-
-    #[test]
-    fn sources_order_from_least_to_most_specific() {
-        assert!(ConfigSource::None < ConfigSource::Global);
-        assert!(ConfigSource::Global < ConfigSource::ExperimentDefault);
-        assert!(ConfigSource::ExperimentDefault < ConfigSource::Cohort);
+        Ok((experiment_id.into(), cohort))
     }
 }

@@ -1,0 +1,183 @@
+//! Analytics events: validated, atomic, idempotent batches ([`batch`]) and keyset-paged user
+//! history ([`query`], [`cursor`]).
+
+mod batch;
+mod cursor;
+mod query;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+
+use self::cursor::EventCursor;
+pub use self::{batch::validate_batch, query::user_events_statement};
+use crate::{
+    db::{
+        WriteGate,
+        entities::analytics_event,
+        ingest::{self, EventRow},
+    },
+    domain::validate::{self, TimestampValue},
+    error::{FieldError, Result},
+};
+
+/// Most events accepted in one `collectEvents` call.
+pub const MAX_BATCH: usize = 100;
+/// Largest page of `userEvents`; larger requests are capped.
+pub const MAX_PAGE: u64 = 500;
+/// Page size of `userEvents` (and the RPC's `limit`) when the request does not say.
+pub const DEFAULT_PAGE: u64 = 50;
+
+/// One event as a client sent it, before any rule is checked.
+#[derive(Debug, Clone, Default)]
+pub struct EventInput {
+    pub event_id: Option<String>,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub event_name: String,
+    pub timestamp: Option<TimestampValue>,
+    pub properties: Option<Value>,
+    pub experiment_id: Option<String>,
+    pub cohort: Option<String>,
+    /// Problems a transport met while decoding this event (e.g. a number where text belongs);
+    /// reported with the event's index beside the domain's own findings.
+    pub decode_errors: Vec<FieldError>,
+}
+
+/// What a stored batch reports back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectOutcome {
+    pub accepted: u64,
+    pub duplicates: u64,
+    /// One id per input event, in input order.
+    pub event_ids: Vec<String>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub event_id: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub event_name: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub properties: Value,
+    pub experiment_id: Option<String>,
+    pub cohort: Option<String>,
+}
+
+impl Event {
+    /// The opaque cursor that resumes a listing right after this event.
+    pub fn cursor(&self) -> String {
+        EventCursor {
+            timestamp_micros: self.timestamp.timestamp_micros(),
+            id: self.id,
+        }
+        .encode()
+    }
+}
+
+impl From<analytics_event::Model> for Event {
+    fn from(model: analytics_event::Model) -> Self {
+        Event {
+            id: model.id,
+            event_id: model.event_id,
+            user_id: model.user_id,
+            session_id: model.session_id,
+            event_name: model.event_name,
+            timestamp: model.event_timestamp,
+            received_at: model.received_at,
+            properties: model.properties,
+            experiment_id: model.experiment_id,
+            cohort: model.cohort,
+        }
+    }
+}
+
+/// A `userEvents` request as the client sent it.
+#[derive(Debug, Clone, Default)]
+pub struct UserEventsQuery {
+    pub user_id: String,
+    pub event_name: Option<String>,
+    pub since: Option<TimestampValue>,
+    pub until: Option<TimestampValue>,
+    pub first: Option<i64>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub has_next_page: bool,
+}
+
+impl EventPage {
+    pub fn end_cursor(&self) -> Option<String> {
+        self.events.last().map(Event::cursor)
+    }
+}
+
+#[derive(Clone)]
+pub struct EventService {
+    db: DatabaseConnection,
+    /// Reads of event history; see `db::connect_history`.
+    history: DatabaseConnection,
+    writes: WriteGate,
+}
+
+impl EventService {
+    pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
+        EventService {
+            db,
+            history,
+            writes,
+        }
+    }
+
+    /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
+    /// `eventId` count as duplicates and are not stored again.
+    #[tracing::instrument(skip_all, fields(events = inputs.len()))]
+    pub async fn collect(&self, inputs: Vec<EventInput>) -> Result<CollectOutcome> {
+        let received_at = validate::truncate_to_micros(Utc::now());
+        let events = validate_batch(inputs, received_at)?;
+        let event_ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
+        let mut seen = HashSet::with_capacity(events.len());
+        // A repeat inside the batch keeps its first occurrence.
+        let rows: Vec<EventRow> = events
+            .into_iter()
+            .filter(|event| seen.insert(event.event_id.clone()))
+            .collect();
+        // One statement is one transaction: the batch is stored whole or not at all.
+        let accepted = {
+            let _turn = self.writes.enter().await;
+            ingest::insert_events(&self.db, rows, received_at).await?
+        };
+        Ok(CollectOutcome {
+            accepted,
+            duplicates: event_ids.len() as u64 - accepted,
+            event_ids,
+        })
+    }
+
+    /// A user's events, newest first, resuming after `after`.
+    #[tracing::instrument(skip_all, fields(user_id = %query.user_id))]
+    pub async fn user_events(&self, query: UserEventsQuery) -> Result<EventPage> {
+        let (select, limit) = query::page_select(query)?;
+        let mut events: Vec<Event> = select
+            .all(&self.history)
+            .await?
+            .into_iter()
+            .map(Event::from)
+            .collect();
+        let has_next_page = events.len() as u64 > limit;
+        events.truncate(limit as usize);
+        Ok(EventPage {
+            events,
+            has_next_page,
+        })
+    }
+}

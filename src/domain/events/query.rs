@@ -1,0 +1,103 @@
+//! A `userEvents` request as SQL: the filters checked and parsed, then one keyset-paged SELECT that
+//! walks the (user_id, event_timestamp DESC, id DESC) index.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
+    Statement,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::{DEFAULT_PAGE, MAX_PAGE, UserEventsQuery, cursor::EventCursor};
+use crate::{
+    db::entities::analytics_event,
+    domain::validate::{self, TimestampValue},
+    error::{Error, FieldErrors, Result},
+};
+
+/// The SQL `user_events` runs for a query; public so tests can check its plans.
+pub fn user_events_statement(query: UserEventsQuery, backend: DbBackend) -> Result<Statement> {
+    Ok(page_select(query)?.0.build(backend))
+}
+
+/// One page plus one row (to learn whether another page follows), and the page size.
+pub(super) fn page_select(
+    query: UserEventsQuery,
+) -> Result<(Select<analytics_event::Entity>, u64)> {
+    let filter = parse_filter(&query)?;
+    let mut select =
+        analytics_event::Entity::find().filter(analytics_event::Column::UserId.eq(query.user_id));
+    if let Some(event_name) = query.event_name {
+        select = select.filter(analytics_event::Column::EventName.eq(event_name));
+    }
+    if let Some(since) = filter.since {
+        select = select.filter(analytics_event::Column::EventTimestamp.gte(since));
+    }
+    if let Some(until) = filter.until {
+        select = select.filter(analytics_event::Column::EventTimestamp.lt(until));
+    }
+    if let Some(cursor) = filter.after {
+        let timestamp = DateTime::from_timestamp_micros(cursor.timestamp_micros)
+            .ok_or_else(|| Error::invalid("after", "is not a cursor this server issued"))?;
+        // Row-value comparison keeps the scan on the (user_id, event_timestamp, id) index.
+        select = select.filter(
+            Expr::tuple([
+                Expr::col(analytics_event::Column::EventTimestamp),
+                Expr::col(analytics_event::Column::Id),
+            ])
+            .lt(Expr::tuple([
+                Expr::value(timestamp),
+                Expr::value(cursor.id),
+            ])),
+        );
+    }
+    let select = select
+        .order_by_desc(analytics_event::Column::EventTimestamp)
+        .order_by_desc(analytics_event::Column::Id)
+        .limit(filter.limit + 1);
+    Ok((select, filter.limit))
+}
+
+struct Filter {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    after: Option<EventCursor>,
+    limit: u64,
+}
+
+fn parse_filter(query: &UserEventsQuery) -> Result<Filter> {
+    let mut errors = FieldErrors::default();
+    errors.check("userId", validate::printable_text(&query.user_id));
+    if let Some(event_name) = &query.event_name {
+        errors.check("eventName", validate::slug(event_name));
+    }
+    let mut time = |field: &str, value: &Option<TimestampValue>| {
+        value
+            .as_ref()
+            .and_then(|value| errors.check(field, validate::parse_timestamp(value)))
+    };
+    let since = time("since", &query.since);
+    let until = time("until", &query.until);
+    let after = query.after.as_ref().and_then(|text| {
+        errors.check(
+            "after",
+            EventCursor::decode(text)
+                .ok_or_else(|| "is not a cursor this server issued".to_owned()),
+        )
+    });
+    let limit = match query.first {
+        None => DEFAULT_PAGE,
+        Some(first) if first < 0 => {
+            errors.check::<()>("first", Err(format!("must not be negative (got {first})")));
+            0
+        }
+        Some(first) => Ord::min(first as u64, MAX_PAGE),
+    };
+    errors.into_result()?;
+    Ok(Filter {
+        since,
+        until,
+        after,
+        limit,
+    })
+}
