@@ -74,10 +74,10 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseConfig {
     /// Database URL: `sqlite://path/to/file.db` (created when missing) or `postgres://user@host/db`.
-    #[arg(long = "database-url", env = "OCTP_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    #[arg(long = "database-url", env = "OCTP_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
     pub url: String,
     /// Largest number of pooled database connections (default: 16 on PostgreSQL, 8 on SQLite).
     #[arg(
@@ -94,6 +94,33 @@ pub struct DatabaseConfig {
         global = true
     )]
     pub acquire_timeout_secs: u64,
+}
+
+/// The URL's password never reaches logs, even through `{:?}`.
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`; other URLs unchanged.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:<redacted>@{host}{path}"),
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,5 +239,40 @@ impl Config {
                 json: false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted_from_debug_output() {
+        let cases = [
+            (
+                "postgres://octp:s3cr%40t@db:5432/octp?sslmode=require",
+                "postgres://octp:<redacted>@db:5432/octp?sslmode=require",
+            ),
+            (
+                "postgres://octp:p@ss@db/octp",
+                "postgres://octp:<redacted>@db/octp",
+            ),
+            (
+                "postgres://postgres@127.0.0.1/octp",
+                "postgres://postgres@127.0.0.1/octp",
+            ),
+            ("sqlite://data/octp.db", "sqlite://data/octp.db"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_password(url), shown, "{url}");
+        }
+        let config = Config::with_database(
+            "postgres://octp:hunter2@db/octp",
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -172,6 +172,20 @@ impl FieldErrors {
         self.0
     }
 
+    /// Two values parsed independently: both, or `BAD_USER_INPUT` naming every failure.
+    pub fn both<A, B>(
+        first: Result<A, FieldError>,
+        second: Result<B, FieldError>,
+    ) -> Result<(A, B)> {
+        match (first, second) {
+            (Ok(first), Ok(second)) => Ok((first, second)),
+            (first, second) => {
+                let errors = [first.err(), second.err()].into_iter().flatten().collect();
+                Err(Error::bad_input(errors))
+            }
+        }
+    }
+
     /// `Ok` when nothing was recorded, else `BAD_USER_INPUT` listing every problem.
     pub fn into_result(self) -> Result<()> {
         if self.0.is_empty() {

@@ -1,12 +1,13 @@
 //! OCTP game backend.
 //!
 //! Requests flow one way: an adapter parses and authenticates, a domain service applies the rules,
-//! SeaORM entities reach the database. There are two adapters over the same services: the GraphQL
-//! schema (`graphql`, served at `/graphql`) and the Nakama-compatible RPC aliases. The domain
-//! (`domain`) knows nothing of HTTP or GraphQL; `error` holds the one table mapping domain errors to
-//! GraphQL codes, Nakama gRPC codes and HTTP statuses. `app` wires everything from a `config::Config`,
-//! so tests and `main` start the very same server. SQLite is the embedded default, PostgreSQL the
-//! production backend; migrations (the `migration` crate) run at startup on either.
+//! SeaORM entities reach the database. Two adapters sit over the same services and never import
+//! each other: the GraphQL schema (`graphql`, at `/graphql`) and the Nakama-compatible RPC aliases
+//! (`rpc`, at `/v2/rpc/{id}`); each owns its router, and `http` only merges them and adds layers.
+//! What both need lives below them: keys and roles (`auth`), the domain error and its one code table
+//! (`error`), request bodies (`body`), and the `domain`, which knows nothing of HTTP or GraphQL and
+//! holds every rule once (validated ids, the admin rule, caches and their invalidation). `app` wires
+//! everything from a `config::Config`, so tests and `main` start the very same server.
 
 pub mod app;
 pub mod auth;

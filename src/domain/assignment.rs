@@ -1,4 +1,4 @@
-//! Deterministic cohort assignment (API.md §5). Pure, so the golden vectors pin it down.
+//! Deterministic cohort assignment (docs/api.md §5). Pure, so the golden vectors pin it down.
 
 use std::collections::BTreeMap;
 
@@ -125,7 +125,7 @@ mod tests {
 
     use super::*;
 
-    /// API.md §5: golden values that must never move.
+    /// docs/api.md §5: golden values that must never move.
     #[test]
     fn the_contract_vectors_assign_exactly_as_published() {
         let onboarding = json!({"control": 0.5, "variant_b": 0.5});

@@ -445,13 +445,15 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
         errors.check("salt", validate::slug(salt));
     }
     let cohorts = errors.check("cohorts", CohortWeights::parse(&input.cohorts));
-    let mut time = |field: &str, value: &Option<TimestampValue>| {
-        value
-            .as_ref()
-            .and_then(|value| errors.check(field, validate::parse_timestamp(value)))
-    };
-    let start_at = time("startAt", &input.start_at);
-    let end_at = time("endAt", &input.end_at);
+    let start_at = errors
+        .check(
+            "startAt",
+            validate::optional_timestamp(input.start_at.as_ref()),
+        )
+        .flatten();
+    let end_at = errors
+        .check("endAt", validate::optional_timestamp(input.end_at.as_ref()))
+        .flatten();
     if let (Some(start), Some(end)) = (start_at, end_at)
         && end <= start
     {

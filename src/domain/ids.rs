@@ -13,25 +13,7 @@ pub struct UserId(String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Slug(String);
 
-impl UserId {
-    /// The value sent as `field`, or the rule it breaks under that field's name.
-    pub fn parse(field: &str, value: impl Into<String>) -> Result<Self, FieldError> {
-        let value = value.into();
-        validate::printable_text(&value)
-            .map(|()| UserId(value))
-            .map_err(|reason| FieldError::new(field, reason))
-    }
-}
-
 impl Slug {
-    /// The value sent as `field`, or the rule it breaks under that field's name.
-    pub fn parse(field: &str, value: impl Into<String>) -> Result<Self, FieldError> {
-        let value = value.into();
-        validate::slug(&value)
-            .map(|()| Slug(value))
-            .map_err(|reason| FieldError::new(field, reason))
-    }
-
     /// An optional value: absent stays absent.
     pub fn parse_optional(field: &str, value: Option<String>) -> Result<Option<Self>, FieldError> {
         value.map(|value| Slug::parse(field, value)).transpose()
@@ -39,7 +21,17 @@ impl Slug {
 }
 
 macro_rules! text_newtype {
-    ($name:ident) => {
+    ($name:ident, $rule:path) => {
+        impl $name {
+            /// The value sent as `field`, or the rule it breaks under that field's name.
+            pub fn parse(field: &str, value: impl Into<String>) -> Result<Self, FieldError> {
+                let value = value.into();
+                $rule(&value)
+                    .map(|()| $name(value))
+                    .map_err(|reason| FieldError::new(field, reason))
+            }
+        }
+
         impl Deref for $name {
             type Target = str;
 
@@ -68,8 +60,8 @@ macro_rules! text_newtype {
     };
 }
 
-text_newtype!(UserId);
-text_newtype!(Slug);
+text_newtype!(UserId, validate::printable_text);
+text_newtype!(Slug, validate::slug);
 
 #[cfg(test)]
 mod tests {

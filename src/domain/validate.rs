@@ -1,4 +1,4 @@
-//! Input rules of API.md §4 as pure functions. Each returns the reason a value is refused, worded
+//! Input rules of docs/api.md §4 as pure functions. Each returns the reason a value is refused, worded
 //! for the person who sent it; callers attach the field name and batch index.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -120,6 +120,11 @@ pub fn parse_timestamp(value: &TimestampValue) -> Result<DateTime<Utc>, String> 
         }
     };
     Ok(truncate_to_micros(parsed))
+}
+
+/// An optional timestamp: absent stays absent.
+pub fn optional_timestamp(value: Option<&TimestampValue>) -> Result<Option<DateTime<Utc>>, String> {
+    value.map(parse_timestamp).transpose()
 }
 
 /// An event timestamp: parsed, and within 2000-01-01 .. now + 24 h.

@@ -59,21 +59,14 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
         Call::CollectEvents => collect_events(services, &payload).await?,
         Call::GetUserEvents => user_events(services, &payload).await?,
         Call::FetchRemoteConfig => {
-            let mut errors = FieldErrors::default();
-            let user_id = errors.take(
+            let (user_id, experiment_id) = FieldErrors::both(
                 payload
                     .string("userId")
                     .and_then(|id| UserId::parse("userId", id)),
-            );
-            let experiment_id = errors.take(
                 payload
                     .optional_string("experimentId")
                     .and_then(|id| Slug::parse_optional("experimentId", id)),
-            );
-            errors.into_result()?;
-            let (Some(user_id), Some(experiment_id)) = (user_id, experiment_id) else {
-                return Err(Error::Internal);
-            };
+            )?;
             let config = services
                 .config
                 .remote_config(&user_id, experiment_id.as_ref())
@@ -100,21 +93,14 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
             to_json(&VariantReply::from(&variant))?
         }
         Call::GetExperimentAssignment => {
-            let mut errors = FieldErrors::default();
-            let user_id = errors.take(
+            let (user_id, experiment_id) = FieldErrors::both(
                 payload
                     .string("userId")
                     .and_then(|id| UserId::parse("userId", id)),
-            );
-            let experiment_id = errors.take(
                 payload
                     .string("experimentId")
                     .and_then(|id| Slug::parse("experimentId", id)),
-            );
-            errors.into_result()?;
-            let (Some(user_id), Some(experiment_id)) = (user_id, experiment_id) else {
-                return Err(Error::Internal);
-            };
+            )?;
             let assignment = services
                 .experiments
                 .assignment(&user_id, &experiment_id)

@@ -1,4 +1,4 @@
-//! The Nakama-compatible adapter: `/v2/rpc/{id}` with Nakama's transport rules (NAKAMA_RPC.md):
+//! The Nakama-compatible adapter: `/v2/rpc/{id}` with Nakama's transport rules (docs/nakama-rpc.md):
 //! authentication, then the id, then the body, then the call, then the reply, with Nakama's
 //! fixed transport error bodies byte for byte. Each RPC is a thin alias over a domain service.
 
@@ -71,11 +71,11 @@ async fn handle(State(Rpc(state)): State<Rpc>, request: Request) -> Response {
         Method::OPTIONS => {
             return (StatusCode::OK, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")]).into_response();
         }
-        _ => return fixed(StatusCode::NOT_IMPLEMENTED, METHOD_NOT_ALLOWED),
+        _ => return json_reply(StatusCode::NOT_IMPLEMENTED, METHOD_NOT_ALLOWED),
     }
     let role = match authenticate(keys, &request) {
         Ok(role) => role,
-        Err(body) => return fixed(StatusCode::UNAUTHORIZED, body),
+        Err(body) => return json_reply(StatusCode::UNAUTHORIZED, body),
     };
     let raw_id = request
         .uri()
@@ -86,10 +86,10 @@ async fn handle(State(Rpc(state)): State<Rpc>, request: Request) -> Response {
         .decode_utf8_lossy()
         .to_lowercase();
     if id.is_empty() {
-        return fixed(StatusCode::BAD_REQUEST, NO_ID);
+        return json_reply(StatusCode::BAD_REQUEST, NO_ID);
     }
     let Some(call) = calls::Call::from_id(&id) else {
-        return fixed(StatusCode::NOT_FOUND, UNKNOWN_ID);
+        return json_reply(StatusCode::NOT_FOUND, UNKNOWN_ID);
     };
     let query = request.uri().query().map(str::to_owned);
     let unwrap = query_params(query.as_deref()).any(|(name, _)| name == "unwrap");
@@ -150,7 +150,7 @@ fn query_params(query: Option<&str>) -> impl Iterator<Item = (String, String)> +
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
 }
 
-/// The payload text per NAKAMA_RPC.md §4: GET takes `?payload=` raw; POST takes the raw body with
+/// The payload text per docs/nakama-rpc.md §4: GET takes `?payload=` raw; POST takes the raw body with
 /// `unwrap`, else a JSON string whose content is the payload.
 async fn read_payload(
     request: Request,
@@ -173,7 +173,7 @@ async fn read_payload(
     }
     match serde_json::from_slice::<Option<String>>(&body) {
         Ok(text) => Ok(text.unwrap_or_default()),
-        Err(_) => Err(fixed(StatusCode::BAD_REQUEST, NOT_A_STRING)),
+        Err(_) => Err(json_reply(StatusCode::BAD_REQUEST, NOT_A_STRING)),
     }
 }
 
@@ -182,7 +182,7 @@ async fn read_body(request: Request) -> Result<Bytes, Response> {
     match body::read(&parts.headers, body).await {
         Ok(body) => Ok(body),
         Err(BodyError::TooLarge) => {
-            let mut response = fixed(StatusCode::BAD_REQUEST, TOO_LARGE);
+            let mut response = json_reply(StatusCode::BAD_REQUEST, TOO_LARGE);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -233,18 +233,13 @@ fn error_reply(error: &Error) -> Response {
     });
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
-    response
+    json_reply(status, body.to_string())
 }
 
-fn fixed(status: StatusCode, body: &'static str) -> Response {
-    let mut response = (status, body).into_response();
+/// A JSON body with the headers every Nakama reply carries.
+fn json_reply(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

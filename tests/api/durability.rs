@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashSet,
-    net::TcpListener,
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -16,15 +15,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{HTTP_KEY, TestDatabase};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{HTTP_KEY, TestDatabase, free_port};
 
 async fn start(database: &TestDatabase, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_octp-backend"))

@@ -205,17 +205,23 @@ impl TestApp {
         (status, body)
     }
 
+    /// A POST to `/graphql` with the http key, for requests the helpers below cannot build.
+    pub fn graphql_post(&self) -> reqwest::RequestBuilder {
+        self.client.post(self.url("/graphql")).bearer_auth(HTTP_KEY)
+    }
+
     /// Runs a GraphQL operation with the http key and returns `data`, failing on any error.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let (status, body) = self.gql_as(Some(HTTP_KEY), query, variables).await;
-        assert_eq!(status, StatusCode::OK, "unexpected status; body: {body}");
-        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
-        body["data"].clone()
+        self.data_as(HTTP_KEY, query, variables).await
     }
 
     /// Runs a GraphQL operation with the admin key and returns `data`, failing on any error.
     pub async fn admin(&self, query: &str, variables: Value) -> Value {
-        let (status, body) = self.gql_as(Some(ADMIN_KEY), query, variables).await;
+        self.data_as(ADMIN_KEY, query, variables).await
+    }
+
+    async fn data_as(&self, key: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql_as(Some(key), query, variables).await;
         assert_eq!(status, StatusCode::OK, "unexpected status; body: {body}");
         assert!(body.get("errors").is_none(), "unexpected errors: {body}");
         body["data"].clone()
@@ -282,6 +288,27 @@ impl TestApp {
             .unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
             .to_owned()
     }
+}
+
+/// A port nothing listens on right now, for servers started outside the test process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// Says out loud that a test did not run its assertions, and why; under `CI=true` a test that
+/// cannot run where it must fails instead (pass `required_in_ci`).
+pub fn skip(test: &str, why: &str, required_in_ci: bool) {
+    assert!(
+        !(required_in_ci && std::env::var("CI").as_deref() == Ok("true")),
+        "{test} cannot run under CI=true: {why}"
+    );
+    // Straight to the process's stderr: the test harness swallows `eprintln!` of passing tests,
+    // and a skip must be seen.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
 /// Runs one of the Node.js test files under `tests/<dir>` with `node --test`, installing its pinned

@@ -62,9 +62,7 @@ async fn a_non_json_post_without_a_preflighted_header_is_refused() {
         );
     }
     let preflighted = app
-        .client
-        .post(app.url("/graphql"))
-        .bearer_auth(HTTP_KEY)
+        .graphql_post()
         .header("content-type", "text/plain")
         .body(json!({"query": "{ health { status } }"}).to_string())
         .send()
@@ -82,22 +80,8 @@ async fn batches_are_capped_at_ten_operations() {
     let app = TestApp::spawn().await;
     let batch = |n: usize| Value::Array(vec![json!({"query": "{ health { status } }"}); n]);
 
-    let ten = app
-        .client
-        .post(app.url("/graphql"))
-        .bearer_auth(HTTP_KEY)
-        .json(&batch(10))
-        .send()
-        .await
-        .unwrap();
-    let eleven = app
-        .client
-        .post(app.url("/graphql"))
-        .bearer_auth(HTTP_KEY)
-        .json(&batch(11))
-        .send()
-        .await
-        .unwrap();
+    let ten = app.graphql_post().json(&batch(10)).send().await.unwrap();
+    let eleven = app.graphql_post().json(&batch(11)).send().await.unwrap();
 
     assert_eq!(ten.status(), StatusCode::OK);
     assert_eq!(
@@ -190,9 +174,7 @@ async fn invalid_utf8_gets_400_with_a_clear_error_on_both_transports() {
     let bytes = vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'];
 
     let graphql = app
-        .client
-        .post(app.url("/graphql"))
-        .bearer_auth(HTTP_KEY)
+        .graphql_post()
         .header("content-type", "application/json")
         .body(bytes.clone())
         .send()

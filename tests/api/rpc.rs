@@ -1,4 +1,4 @@
-//! The Nakama-compatible aliases at /v2/rpc/{id}: transport byte for byte, payloads as in API.md §7.
+//! The Nakama-compatible aliases at /v2/rpc/{id}: transport byte for byte, payloads as in docs/api.md §7.
 
 use std::io::Write;
 

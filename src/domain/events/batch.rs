@@ -125,6 +125,15 @@ mod tests {
     use super::*;
     use crate::domain::validate::TimestampValue;
 
+    /// (index, field) of every reported problem, in order.
+    fn fields(error: &Error) -> Vec<(Option<usize>, &str)> {
+        error
+            .field_errors()
+            .iter()
+            .map(|e| (e.index, e.field.as_str()))
+            .collect()
+    }
+
     fn event(user: &str, name: &str) -> EventInput {
         EventInput {
             user_id: user.into(),
@@ -149,13 +158,8 @@ mod tests {
 
         let error = validate_batch(batch, now).unwrap_err();
 
-        let fields: Vec<(Option<usize>, &str)> = error
-            .field_errors()
-            .iter()
-            .map(|e| (e.index, e.field.as_str()))
-            .collect();
         assert_eq!(
-            fields,
+            fields(&error),
             [
                 (Some(1), "userId"),
                 (Some(1), "eventName"),
@@ -176,13 +180,8 @@ mod tests {
 
         let error = validate_batch(vec![undecodable, not_an_object], Utc::now()).unwrap_err();
 
-        let fields: Vec<(Option<usize>, &str)> = error
-            .field_errors()
-            .iter()
-            .map(|e| (e.index, e.field.as_str()))
-            .collect();
         assert_eq!(
-            fields,
+            fields(&error),
             [
                 (Some(0), "userId"),
                 (Some(0), "eventName"),

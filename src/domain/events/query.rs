@@ -11,7 +11,7 @@ use sea_orm::{
 use super::{DEFAULT_PAGE, MAX_PAGE, UserEventsQuery, cursor::EventCursor};
 use crate::{
     db::entities::analytics_event,
-    domain::validate::{self, TimestampValue},
+    domain::validate,
     error::{Error, FieldErrors, Result},
 };
 
@@ -71,13 +71,12 @@ fn parse_filter(query: &UserEventsQuery) -> Result<Filter> {
     if let Some(event_name) = &query.event_name {
         errors.check("eventName", validate::slug(event_name));
     }
-    let mut time = |field: &str, value: &Option<TimestampValue>| {
-        value
-            .as_ref()
-            .and_then(|value| errors.check(field, validate::parse_timestamp(value)))
-    };
-    let since = time("since", &query.since);
-    let until = time("until", &query.until);
+    let since = errors
+        .check("since", validate::optional_timestamp(query.since.as_ref()))
+        .flatten();
+    let until = errors
+        .check("until", validate::optional_timestamp(query.until.as_ref()))
+        .flatten();
     let after = query.after.as_ref().and_then(|text| {
         errors.check(
             "after",
