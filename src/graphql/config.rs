@@ -9,7 +9,10 @@ use crate::{
         config::{self, ConfigUpdate, DEFAULT_MERGE},
         ids::{Slug, UserId},
     },
-    graphql::{error::Extend, experiments::Assignment, role, scalars::DateTime, services},
+    graphql::{
+        HEAVY_JSON, LIST, QUERY, budget::json_output, error::Extend, experiments::Assignment, role,
+        scalars::DateTime, services,
+    },
 };
 
 #[derive(Default)]
@@ -20,6 +23,7 @@ impl ConfigQuery {
     /// The config for a user. With `experimentId`: the user's cohort config, else the
     /// experiment's default, else the global default, else `{}` (`source` says which). Without:
     /// the global default with every active experiment's config laid over it.
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn remote_config(
         &self,
         ctx: &Context<'_>,
@@ -45,6 +49,7 @@ impl ConfigMutation {
     /// Stores a config (admin key) and bumps its version. `experimentId` absent: the global
     /// default; `cohort` absent: the experiment's `default`. With `merge`, the new top-level keys
     /// are laid over the stored object instead of replacing it.
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn update_remote_config(
         &self,
         ctx: &Context<'_>,
@@ -104,9 +109,11 @@ impl RemoteConfig {
     async fn version(&self) -> i32 {
         i32::try_from(self.0.version).unwrap_or(i32::MAX)
     }
-    async fn config(&self) -> Json<serde_json::Value> {
-        Json(self.0.config.clone())
+    #[graphql(complexity = "HEAVY_JSON")]
+    async fn config(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+        json_output(ctx, &self.0.config)
     }
+    #[graphql(complexity = "LIST * child_complexity")]
     async fn assignments(&self) -> Vec<Assignment> {
         self.0.assignments.iter().cloned().map(Assignment).collect()
     }
@@ -123,8 +130,9 @@ impl ConfigVariant {
     async fn cohort(&self) -> &str {
         &self.0.cohort
     }
-    async fn config(&self) -> Json<serde_json::Value> {
-        Json(self.0.config.clone())
+    #[graphql(complexity = "HEAVY_JSON")]
+    async fn config(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+        json_output(ctx, &self.0.config)
     }
     async fn version(&self) -> i32 {
         i32::try_from(self.0.version).unwrap_or(i32::MAX)

@@ -14,8 +14,8 @@ use crate::{
         experiments::Experiment as DomainExperiment,
     },
     graphql::{
-        error::Extend, experiments::Experiment, loaders::ExperimentLoader, scalars::DateTime,
-        services,
+        HEAVY_JSON, LOOKUP, QUERY, ROW, budget::json_output, error::Extend,
+        experiments::Experiment, loaders::ExperimentLoader, page_size, scalars::DateTime, services,
     },
 };
 
@@ -28,6 +28,7 @@ impl EventsQuery {
     /// correct while new events arrive. `since` is inclusive, `until` exclusive; `first` is capped
     /// at 500.
     #[allow(clippy::too_many_arguments)] // one per GraphQL argument
+    #[graphql(complexity = "QUERY + page_size(first) * (ROW + child_complexity)")]
     async fn user_events(
         &self,
         ctx: &Context<'_>,
@@ -68,6 +69,7 @@ impl EventsMutation {
     /// Stores 1 to 100 events atomically: if any event breaks a rule nothing is stored and the
     /// error lists each problem under `extensions.errors` as `{index, field, reason}`. Events whose
     /// `eventId` is already stored (or repeated in the batch) count as duplicates.
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn collect_events(
         &self,
         ctx: &Context<'_>,
@@ -153,8 +155,9 @@ impl Event {
     async fn received_at(&self) -> DateTime {
         self.0.received_at.into()
     }
-    async fn properties(&self) -> Json<serde_json::Value> {
-        Json(self.0.properties.clone())
+    #[graphql(complexity = "HEAVY_JSON")]
+    async fn properties(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+        json_output(ctx, &self.0.properties)
     }
     async fn experiment_id(&self) -> Option<&str> {
         self.0.experiment_id.as_deref()
@@ -163,6 +166,7 @@ impl Event {
         self.0.cohort.as_deref()
     }
     /// The experiment named by `experimentId`, if it exists.
+    #[graphql(complexity = "LOOKUP + child_complexity")]
     async fn experiment(&self, ctx: &Context<'_>) -> Result<Option<Experiment>> {
         let Some(id) = &self.0.experiment_id else {
             return Ok(None);

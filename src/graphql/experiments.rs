@@ -12,8 +12,8 @@ use crate::{
         ids::{Slug, UserId},
     },
     graphql::{
-        config::ConfigVariant, error::Extend, loaders::VariantLoader, role, scalars::DateTime,
-        services,
+        LIST, LOOKUP, QUERY, config::ConfigVariant, error::Extend, loaders::VariantLoader, role,
+        scalars::DateTime, services,
     },
 };
 
@@ -24,6 +24,7 @@ pub struct ExperimentsQuery;
 impl ExperimentsQuery {
     /// The user's cohort in an active experiment, assigned deterministically on first request and
     /// sticky afterwards. Unknown or inactive experiment: `NOT_FOUND`.
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn experiment_assignment(
         &self,
         ctx: &Context<'_>,
@@ -41,12 +42,14 @@ impl ExperimentsQuery {
     }
 
     /// Experiments active now (flag set and inside their time window), in byte order of their ids.
+    #[graphql(complexity = "QUERY + LIST * child_complexity")]
     async fn active_experiments(&self, ctx: &Context<'_>) -> Result<Vec<Experiment>> {
         let active = services(ctx).experiments.active().await.extended()?;
         Ok(active.into_iter().map(Experiment).collect())
     }
 
     /// Any experiment by id, whatever its state (admin key).
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn experiment(&self, ctx: &Context<'_>, id: String) -> Result<Option<Experiment>> {
         services(ctx)
             .experiments
@@ -64,6 +67,7 @@ pub struct ExperimentsMutation;
 impl ExperimentsMutation {
     /// Creates or replaces an experiment (admin key). Without `salt` the stored salt is kept (a new
     /// experiment's salt is its id); changing the salt re-randomises future assignments.
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn upsert_experiment(
         &self,
         ctx: &Context<'_>,
@@ -78,6 +82,7 @@ impl ExperimentsMutation {
     }
 
     /// Turns an experiment on or off (admin key).
+    #[graphql(complexity = "QUERY + child_complexity")]
     async fn set_experiment_active(
         &self,
         ctx: &Context<'_>,
@@ -137,6 +142,7 @@ impl Experiment {
         self.0.description.as_deref()
     }
     /// Cohorts in byte order of their names.
+    #[graphql(complexity = "LIST * child_complexity")]
     async fn cohorts(&self) -> Vec<Cohort> {
         self.0
             .cohorts
@@ -164,6 +170,7 @@ impl Experiment {
         self.0.updated_at.into()
     }
     /// The experiment's stored configs: one per cohort that has one, and its `default`.
+    #[graphql(complexity = "LOOKUP + LIST * child_complexity")]
     async fn variants(&self, ctx: &Context<'_>) -> Result<Vec<ConfigVariant>> {
         let variants = ctx
             .data_unchecked::<DataLoader<VariantLoader>>()

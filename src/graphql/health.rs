@@ -35,6 +35,7 @@ impl Health {
     }
 
     /// Probes the database (a round trip) and reads the migration state.
+    #[graphql(complexity = "crate::graphql::QUERY")]
     async fn database(&self) -> DatabaseHealth {
         let health = self.0.database().await;
         DatabaseHealth {

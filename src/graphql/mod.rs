@@ -2,14 +2,15 @@
 //! (`router`). Resolvers parse, call one service method and map the result; rules live in
 //! `crate::domain`.
 
+mod budget;
 mod cacheable;
 mod config;
 mod error;
 mod events;
 mod experiments;
+mod guard;
 mod health;
 mod loaders;
-mod parse_cache;
 mod scalars;
 mod transport;
 
@@ -56,9 +57,29 @@ pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
 /// Deepest selection accepted. Our deepest real query is about 6 levels; introspection, which
 /// goes deeper, is served without limits at /playground/schema.json.
 pub const MAX_DEPTH: usize = 12;
-/// Most fields one operation may select (aliases included), so one request cannot fan out into
-/// thousands of resolver calls.
-pub const MAX_COMPLEXITY: usize = 2_000;
+/// Most work one operation may ask for, in the units below (a plain field costs 1; lists cost
+/// their length times their children). A full `userEvents` page of 500 events with every field,
+/// through both `nodes` and `edges`, costs about 35,000; two pages of 500 events' properties
+/// fit, three do not (each page is loaded whole before anything is sent).
+pub const MAX_COMPLEXITY: usize = 40_000;
+/// A database query (or a fetch that may need one).
+const QUERY: usize = 10;
+/// Reading one stored event, whatever is selected of it.
+const ROW: usize = 10;
+/// A batched or cached lookup.
+const LOOKUP: usize = 3;
+/// A JSON value of up to 16–64 KiB (event properties, a config).
+const HEAVY_JSON: usize = 20;
+/// Length assumed for lists whose length the query does not set (experiments, cohorts, variants).
+const LIST: usize = 20;
+
+/// The page size `userEvents` serves for its `first` argument.
+fn page_size(first: Option<i32>) -> usize {
+    let first = first.map_or(crate::domain::events::DEFAULT_PAGE, |first| {
+        first.max(0) as u64
+    });
+    first.min(crate::domain::events::MAX_PAGE) as usize
+}
 
 /// The executable schema, with the services and loaders resolvers call.
 pub fn build(services: Services, introspection: bool) -> AppSchema {
@@ -72,7 +93,7 @@ pub fn build(services: Services, introspection: bool) -> AppSchema {
         builder.disable_introspection()
     };
     builder
-        .extension(parse_cache::ParseCache::new(1_000))
+        .extension(guard::DocumentGuard::new(1_000))
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),
             tokio::spawn,

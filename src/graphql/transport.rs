@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{BatchRequest, ErrorExtensions, ParseRequestError};
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, ParseRequestError, ServerError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::{
     Json,
@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{AppSchema, cacheable::CacheableDocuments};
+use super::{AppSchema, budget::ResponseBudget, cacheable::CacheableDocuments};
 use crate::{
     auth::{self, Keys, Role},
     body::{self, BodyError, MAX_BODY_BYTES},
@@ -21,11 +21,17 @@ use crate::{
         Services,
         config::replies::{ReplyKey, ReplyScope},
     },
-    error::Error,
+    error::{Error, ErrorCode},
 };
 
 /// Most operations one batched request may carry (async-graphql runs a batch concurrently).
 const MAX_BATCH_OPERATIONS: usize = 10;
+/// Most errors one response reports; a document with 50,000 mistakes gets a summary line instead
+/// of megabytes of errors.
+const MAX_ERRORS: usize = 20;
+/// Longest error message sent: parse errors quote the offending line, which may be the whole
+/// document.
+const MAX_MESSAGE_CHARS: usize = 500;
 
 /// What the GraphQL routes share. Axum clones route state for every request, so it is one
 /// shared pointer rather than a bundle of them (the clones showed up in profiles of cached reads).
@@ -125,7 +131,12 @@ async fn run(state: &Shared, role: Role, parts: Parts, body: Bytes) -> Result<By
     }
     match batch {
         BatchRequest::Single(single) if !is_get && state.documents.is_cacheable(&single.query) => {
-            let response = state.schema.execute(single.data(role)).await;
+            let budget = ResponseBudget::default();
+            let mut response = state
+                .schema
+                .execute(single.data(role).data(budget.clone()))
+                .await;
+            tidy(&mut response, &budget);
             let body = serde_json::to_vec(&response)
                 .map(Bytes::from)
                 .map_err(|_| error_response(Error::Internal))?;
@@ -135,10 +146,52 @@ async fn run(state: &Shared, role: Role, parts: Parts, body: Bytes) -> Result<By
                 Err(json_bytes(body))
             }
         }
-        batch => Err(
-            GraphQLResponse::from(state.schema.execute_batch(batch.data(role)).await)
-                .into_response(),
-        ),
+        batch => {
+            // One budget for the whole HTTP response, however many operations it carries.
+            let budget = ResponseBudget::default();
+            let batch = batch.data(role).data(budget.clone());
+            let mut responses = state.schema.execute_batch(batch).await;
+            match &mut responses {
+                BatchResponse::Single(response) => tidy(response, &budget),
+                BatchResponse::Batch(responses) => responses
+                    .iter_mut()
+                    .for_each(|response| tidy(response, &budget)),
+            }
+            Err(GraphQLResponse::from(responses).into_response())
+        }
+    }
+}
+
+/// A response past its budget carries no data (a page cut off part way would mislead), and no
+/// response carries unbounded errors.
+fn tidy(response: &mut async_graphql::Response, budget: &ResponseBudget) {
+    if budget.exceeded() {
+        response.data = async_graphql::Value::Null;
+    }
+    tidy_errors(&mut response.errors);
+}
+
+/// Bounds what errors a response carries, and gives async-graphql's own errors (parsing,
+/// validation, input coercion, complexity) the code of the client's mistake they are: every error
+/// of ours already has its code.
+fn tidy_errors(errors: &mut Vec<ServerError>) {
+    if errors.len() > MAX_ERRORS {
+        let left_out = errors.len() - (MAX_ERRORS - 1);
+        errors.truncate(MAX_ERRORS - 1);
+        errors.push(ServerError::new(
+            format!("… and {left_out} more errors, not shown"),
+            None,
+        ));
+    }
+    for error in errors {
+        if let Some((cut, _)) = error.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            error.message.truncate(cut);
+            error.message.push_str(" … (message shortened)");
+        }
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", ErrorCode::BadUserInput.as_str());
+        }
     }
 }
 
@@ -252,12 +305,13 @@ fn unauthenticated() -> Response {
 fn error_response(error: Error) -> Response {
     let status = StatusCode::from_u16(error.code().http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = async_graphql::Response::from_errors(vec![
+    let mut errors = vec![
         error
             .extend()
             .into_server_error(async_graphql::Pos::default()),
-    ]);
-    (status, Json(body)).into_response()
+    ];
+    tidy_errors(&mut errors);
+    (status, Json(async_graphql::Response::from_errors(errors))).into_response()
 }
 
 struct Rejection(ParseRequestError);

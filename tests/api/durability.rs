@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashSet,
-    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -15,38 +14,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{HTTP_KEY, TestDatabase, free_port};
-
-async fn start(database: &TestDatabase, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_octp-backend"))
-        .args([
-            "--database-url",
-            database.url(),
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the server binary");
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .timeout(Duration::from_millis(200))
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success());
-        if ready {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling for readiness, not a race
-    }
-    panic!("the server did not become ready");
-}
+use crate::helpers::{HTTP_KEY, TestDatabase, free_port, start_binary};
 
 /// Clients send batches with their own event ids until the server stops answering; returns the ids
 /// of every batch the server acknowledged. `signal` is sent once `after` batches were acknowledged.
@@ -126,7 +94,7 @@ async fn stored_once(database: &TestDatabase, acknowledged: &HashSet<String>) {
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
     let database = TestDatabase::create().await;
     let port = free_port();
-    let mut server = start(&database, port).await;
+    let mut server = start_binary(&database, port, &[]).await;
 
     let acknowledged = load_then_signal(port, &server, "-TERM", 40).await;
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
@@ -143,11 +111,11 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
 async fn kill_9_loses_no_acknowledged_event() {
     let database = TestDatabase::create().await;
     let port = free_port();
-    let mut server = start(&database, port).await;
+    let mut server = start_binary(&database, port, &[]).await;
 
     let acknowledged = load_then_signal(port, &server, "-KILL", 40).await;
     server.wait().await.unwrap();
-    let mut restarted = start(&database, port).await;
+    let mut restarted = start_binary(&database, port, &[]).await;
 
     stored_once(&database, &acknowledged).await;
     restarted.kill().await.ok();

@@ -298,6 +298,45 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the server binary (not an in-process server: for signals, crashes and memory) on a
+/// fresh database and waits until it is ready; it is killed when the handle drops.
+pub async fn start_binary(
+    database: &TestDatabase,
+    port: u16,
+    extra_args: &[&str],
+) -> tokio::process::Child {
+    use std::{process::Stdio, time::Duration};
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_octp-backend"))
+        .args([
+            "--database-url",
+            database.url(),
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server binary");
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if ready {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling for readiness, not a race
+    }
+    panic!("the server did not become ready");
+}
+
 /// Says out loud that a test did not run its assertions, and why; under `CI=true` a test that
 /// cannot run where it must fails instead (pass `required_in_ci`).
 pub fn skip(test: &str, why: &str, required_in_ci: bool) {

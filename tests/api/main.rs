@@ -11,6 +11,7 @@ mod events;
 mod experiments;
 mod foundation;
 mod health;
+mod hostile;
 mod limits;
 mod nakama_js;
 mod rpc;
