@@ -45,15 +45,22 @@ const POSTGRES_INSERT: &str = insert_from_unnest!();
 const POSTGRES_INSERT_SKIPPING_STORED: &str =
     concat!(insert_from_unnest!(), " ON CONFLICT (event_id) DO NOTHING");
 
+/// Attempts at a batch that PostgreSQL aborted to break a deadlock or a serialization conflict;
+/// sorted batches should never deadlock, so this is a bounded safety net, not a loop.
+const CONFLICT_ATTEMPTS: u32 = 5;
+
 /// Inserts the rows (whose `event_id`s must be distinct) and returns how many were new.
 pub async fn insert_events(
     db: &DatabaseConnection,
-    rows: Vec<EventRow>,
+    mut rows: Vec<EventRow>,
     received_at: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     if rows.is_empty() {
         return Ok(0);
     }
+    // Every batch takes its unique-index locks in one global order (by event id), so batches
+    // that share ids wait for each other instead of deadlocking (retries from many devices).
+    rows.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
     match Backend::of(db) {
         Backend::Postgres => insert_postgres(db, rows, received_at).await,
         // 100 rows × 10 columns stays far below SQLite's 32,766 bind parameters.
@@ -97,18 +104,39 @@ async fn insert_postgres(
         received_at,
     };
     let pool = db.get_postgres_connection_pool();
-    // One statement either way, so a refused batch leaves nothing behind.
-    let result = match columns.bind_to(POSTGRES_INSERT).execute(pool).await {
-        Err(sea_orm::sqlx::Error::Database(error)) if error.is_unique_violation() => {
-            columns
-                .bind_to(POSTGRES_INSERT_SKIPPING_STORED)
-                .execute(pool)
-                .await
+    let mut attempt = 1;
+    loop {
+        // One statement either way, so a refused batch leaves nothing behind.
+        let result = match columns.bind_to(POSTGRES_INSERT).execute(pool).await {
+            Err(sea_orm::sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                columns
+                    .bind_to(POSTGRES_INSERT_SKIPPING_STORED)
+                    .execute(pool)
+                    .await
+            }
+            other => other,
+        };
+        match result {
+            Ok(result) => return Ok(result.rows_affected()),
+            Err(error) if attempt < CONFLICT_ATTEMPTS && is_transient_conflict(&error) => {
+                tracing::warn!(attempt, %error, "event batch aborted by a concurrency conflict; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error)))),
         }
-        other => other,
     }
-    .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
-    Ok(result.rows_affected())
+}
+
+/// SQLSTATE 40P01 (deadlock detected) or 40001 (serialization failure): the statement was rolled
+/// back whole and may simply run again.
+fn is_transient_conflict(error: &sea_orm::sqlx::Error) -> bool {
+    match error {
+        sea_orm::sqlx::Error::Database(error) => {
+            matches!(error.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
 }
 
 /// A batch as the nine array parameters of the UNNEST statements.

@@ -151,14 +151,11 @@ impl ExperimentService {
         self.inner.all.invalidate_all();
     }
 
-    /// Any experiment by id, whatever its state (admin key). An id that breaks the naming rules
-    /// cannot exist, so it is simply not found.
+    /// Any experiment by id, whatever its state (admin key).
     pub async fn definition(&self, caller: Role, id: &str) -> Result<Option<Arc<Experiment>>> {
         caller.require_admin()?;
-        match Slug::parse("id", id) {
-            Ok(id) => self.get(&id).await,
-            Err(_) => Ok(None),
-        }
+        let id = Slug::parse("id", id)?;
+        self.get(&id).await
     }
 
     /// An experiment by id, whatever its state.
@@ -431,6 +428,7 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
     }
     errors.check("name", validate::printable_text(&input.name));
     if let Some(description) = &input.description {
+        errors.check("description", validate::free_text(description));
         let chars = description.chars().count();
         if chars > MAX_DESCRIPTION_CHARS {
             errors.check::<()>(

@@ -10,6 +10,9 @@ pub const MAX_TEXT_CHARS: usize = 128;
 pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
 /// Largest remote `config` object, in bytes of compact JSON.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Deepest nesting of objects and arrays in a stored JSON value (the top object is level 1). JSON
+/// parsers stop at 128 levels, and what is stored must always be readable again.
+pub const MAX_JSON_DEPTH: usize = 64;
 /// Epoch numbers below this are seconds, from here on milliseconds (about year 5138 in seconds).
 const EPOCH_MILLIS_FROM: f64 = 100_000_000_000.0;
 /// How far ahead of the server's clock a client timestamp may be.
@@ -78,11 +81,14 @@ fn check_length(value: &str) -> Result<(), String> {
     }
 }
 
-/// A JSON object whose compact serialisation fits in `max_bytes`.
+/// A JSON object whose compact serialisation fits in `max_bytes`, that both databases store and
+/// give back as it was: at most [`MAX_JSON_DEPTH`] levels, and no NUL character in any key or
+/// string (PostgreSQL's JSONB cannot hold one; SQLite could, so both refuse it alike).
 pub fn json_object(value: &Value, max_bytes: usize) -> Result<(), String> {
     if !value.is_object() {
         return Err(format!("must be a JSON object (got {})", json_type(value)));
     }
+    storable_json(value)?;
     let bytes = serde_json::to_vec(value).map_or(usize::MAX, |text| text.len());
     if bytes > max_bytes {
         return Err(format!(
@@ -90,6 +96,57 @@ pub fn json_object(value: &Value, max_bytes: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Depth and NUL rules of [`json_object`], walked without recursion (the value may be deep).
+fn storable_json(value: &Value) -> Result<(), String> {
+    let mut pending = vec![(value, 1usize)];
+    while let Some((value, depth)) = pending.pop() {
+        let nested = match value {
+            Value::Array(items) => {
+                pending.extend(items.iter().map(|item| (item, depth + 1)));
+                true
+            }
+            Value::Object(entries) => {
+                for (key, item) in entries {
+                    if key.contains('\0') {
+                        return Err(format!(
+                            "must not contain NUL (U+0000) characters (found in key {key:?})"
+                        ));
+                    }
+                    pending.push((item, depth + 1));
+                }
+                true
+            }
+            Value::String(text) if text.contains('\0') => {
+                return Err(
+                    "must not contain NUL (U+0000) characters (found in a string value)".to_owned(),
+                );
+            }
+            _ => false,
+        };
+        if nested && depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "must not nest objects and arrays more than {MAX_JSON_DEPTH} levels deep"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Free text (descriptions): any length the caller allows, line breaks and tabs allowed, but no
+/// other control character (NUL, which PostgreSQL cannot store, among them).
+pub fn free_text(value: &str) -> Result<(), String> {
+    match value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        Some(bad) => Err(format!(
+            "must not contain control characters other than line breaks and tabs (found U+{:04X})",
+            u32::from(bad)
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn json_type(value: &Value) -> &'static str {
@@ -215,6 +272,52 @@ mod tests {
         let over = json!({"k": "x".repeat(MAX_PROPERTIES_BYTES - 7)});
         assert!(json_object(&over, MAX_PROPERTIES_BYTES).is_err());
         assert!(json_object(&json!([1]), MAX_PROPERTIES_BYTES).is_err());
+    }
+
+    #[test]
+    fn stored_json_is_at_most_64_levels_deep_and_holds_no_nul() {
+        fn nested(levels: usize) -> Value {
+            (1..levels).fold(json!({}), |inner, _| json!({ "a": inner }))
+        }
+        assert!(json_object(&nested(64), MAX_CONFIG_BYTES).is_ok());
+        let error = json_object(&nested(65), MAX_CONFIG_BYTES).unwrap_err();
+        assert!(error.contains("64 levels"), "{error}");
+        let arrays = json!({"a": (1..64).fold(json!(1), |inner, _| json!([inner]))});
+        assert!(json_object(&arrays, MAX_CONFIG_BYTES).is_ok());
+        let arrays = json!({"a": (1..65).fold(json!(1), |inner, _| json!([inner]))});
+        assert!(json_object(&arrays, MAX_CONFIG_BYTES).is_err());
+        assert!(json_object(&json!({"k": "a\u{0}b"}), MAX_CONFIG_BYTES).is_err());
+        assert!(json_object(&json!({"k\u{0}": 1}), MAX_CONFIG_BYTES).is_err());
+        assert!(json_object(&json!({"k": ["x", {"y": "\u{0}"}]}), MAX_CONFIG_BYTES).is_err());
+        assert!(json_object(&json!({"k": "tab\t and é"}), MAX_CONFIG_BYTES).is_ok());
+    }
+
+    #[test]
+    fn free_text_allows_line_breaks_but_no_other_control_character() {
+        assert!(free_text("two\nlines\tand\r\n").is_ok());
+        assert!(free_text("nul\u{0}").is_err());
+        assert!(free_text("bell\u{7}").is_err());
+    }
+
+    /// Numbers as PostgreSQL gives them back (JSONB keeps the decimal value and prints it in full)
+    /// parse to the very value that was sent.
+    #[test]
+    fn numbers_parse_back_from_their_full_decimal_form_exactly() {
+        let cases = [
+            (
+                "1.7976931348623157e308",
+                format!("17976931348623157{}", "0".repeat(292)),
+            ),
+            ("1.6e308", format!("16{}", "0".repeat(307))),
+            ("5e-324", format!("0.{}5", "0".repeat(323))),
+            ("0.1", "0.1".to_owned()),
+        ];
+        for (sent, stored) in cases {
+            let sent: Value = serde_json::from_str(sent).unwrap();
+            let back: Value = serde_json::from_str(&stored).unwrap();
+            assert_eq!(back.as_f64(), sent.as_f64(), "{stored:.40}");
+            assert_eq!(back.to_string(), sent.to_string());
+        }
     }
 
     #[test]

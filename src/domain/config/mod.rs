@@ -5,6 +5,7 @@
 
 mod fallback;
 pub mod replies;
+mod store;
 
 use std::{
     future::Future,
@@ -18,17 +19,14 @@ use std::{
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
-use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde_json::Value;
 
 pub use self::fallback::{Served, VariantMap, fallback, merge, overlay};
 use self::replies::{Freshness, ReplyCache, ReplyKey};
 use crate::{
     auth::Role,
-    db::{WriteGate, entities::config_variant},
+    db::WriteGate,
     domain::{
         assignment::DEFAULT_COHORT,
         changes::Changes,
@@ -41,9 +39,6 @@ use crate::{
 
 /// Whether `updateRemoteConfig` lays the new keys over the stored object when it does not say.
 pub const DEFAULT_MERGE: bool = false;
-
-/// Optimistic update attempts before giving up under extreme write contention.
-const UPDATE_ATTEMPTS: usize = 8;
 
 /// Counters of the remote-config cache, as reported by `health { cache }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,18 +98,6 @@ pub struct ConfigVariant {
     pub config: Value,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
-}
-
-impl From<config_variant::Model> for ConfigVariant {
-    fn from(model: config_variant::Model) -> Self {
-        ConfigVariant {
-            experiment_id: (model.experiment_id != GLOBAL).then_some(model.experiment_id),
-            cohort: model.cohort,
-            config: model.config_data,
-            version: i64::from(model.version),
-            updated_at: model.updated_at,
-        }
-    }
 }
 
 /// `updateRemoteConfig` input as the client sent it.
@@ -323,12 +306,14 @@ impl ConfigService {
         self.inner
             .variants
             .try_get_with(generation, async move {
-                let rows = config_variant::Entity::find().all(&db).await?;
+                let variants = store::all(&db).await?;
                 Ok::<_, Error>(Arc::new(
-                    rows.into_iter()
-                        .map(|row| {
-                            let key = (row.experiment_id.clone(), row.cohort.clone());
-                            (key, Arc::new(ConfigVariant::from(row)))
+                    variants
+                        .into_iter()
+                        .map(|variant| {
+                            let experiment = variant.experiment_id.as_deref().unwrap_or(GLOBAL);
+                            let key = (experiment.to_owned(), variant.cohort.clone());
+                            (key, Arc::new(variant))
                         })
                         .collect(),
                 ))
@@ -339,17 +324,13 @@ impl ConfigService {
 
     /// Variants of the given experiments (every cohort and the default), for batch loading.
     pub async fn variants_of(&self, experiment_ids: &[String]) -> Result<Vec<ConfigVariant>> {
-        let rows = config_variant::Entity::find()
-            .filter(config_variant::Column::ExperimentId.is_in(experiment_ids.iter().cloned()))
-            .all(&self.inner.db)
-            .await?;
-        let mut variants: Vec<ConfigVariant> = rows.into_iter().map(ConfigVariant::from).collect();
+        let mut variants = store::of_experiments(&self.inner.db, experiment_ids).await?;
         variants.sort_by(|a, b| a.cohort.as_bytes().cmp(b.cohort.as_bytes()));
         Ok(variants)
     }
 
     /// Stores a config (replacing it, or laying its keys over the stored one with `merge`) and
-    /// bumps its version.
+    /// bumps its version. The write is one transaction: an error leaves nothing behind.
     #[tracing::instrument(skip_all, fields(experiment_id = ?update.experiment_id, cohort = ?update.cohort))]
     pub async fn update(&self, caller: Role, update: ConfigUpdate) -> Result<ConfigVariant> {
         caller.require_admin()?;
@@ -357,78 +338,19 @@ impl ConfigService {
         let (experiment_id, cohort) = self.target(&update).await?;
         validate::json_object(&update.config, validate::MAX_CONFIG_BYTES)
             .map_err(|reason| Error::invalid("config", reason))?;
-        let db = &self.inner.db;
-        let turn = self.inner.writes.enter().await;
-        for _ in 0..UPDATE_ATTEMPTS {
-            let now = validate::truncate_to_micros(Utc::now());
-            let stored = config_variant::Entity::find()
-                .filter(config_variant::Column::ExperimentId.eq(&experiment_id))
-                .filter(config_variant::Column::Cohort.eq(&cohort))
-                .one(db)
-                .await?;
-            let Some(stored) = stored else {
-                let row = config_variant::ActiveModel {
-                    id: NotSet,
-                    experiment_id: Set(experiment_id.clone()),
-                    cohort: Set(cohort.clone()),
-                    config_data: Set(update.config.clone()),
-                    version: Set(1),
-                    updated_at: Set(now),
-                };
-                let inserted = config_variant::Entity::insert(row)
-                    .on_conflict_do_nothing_on([
-                        config_variant::Column::ExperimentId,
-                        config_variant::Column::Cohort,
-                    ])
-                    .exec_without_returning(db)
-                    .await?;
-                if matches!(inserted, sea_orm::TryInsertResult::Inserted(1)) {
-                    drop(turn);
-                    return self.finish_update(&experiment_id, &cohort).await;
-                }
-                continue; // another writer created it first: update theirs
-            };
-            let config = if update.merge.unwrap_or(DEFAULT_MERGE) {
-                let mut merged = stored.config_data.as_object().cloned().unwrap_or_default();
-                overlay(&mut merged, &update.config);
-                let merged = Value::Object(merged);
-                validate::json_object(&merged, validate::MAX_CONFIG_BYTES).map_err(|reason| {
-                    Error::invalid("config", format!("merged result {reason}"))
-                })?;
-                merged
-            } else {
-                update.config.clone()
-            };
-            // Compare-and-set on the version, so concurrent updates neither lose writes nor
-            // share a version number.
-            let updated = config_variant::Entity::update_many()
-                .col_expr(config_variant::Column::ConfigData, config.into())
-                .col_expr(config_variant::Column::Version, (stored.version + 1).into())
-                .col_expr(config_variant::Column::UpdatedAt, now.into())
-                .filter(config_variant::Column::Id.eq(stored.id))
-                .filter(config_variant::Column::Version.eq(stored.version))
-                .exec(db)
-                .await?;
-            if updated.rows_affected == 1 {
-                drop(turn);
-                return self.finish_update(&experiment_id, &cohort).await;
-            }
-        }
-        tracing::warn!("config update gave up after repeated concurrent writes");
-        Err(Error::ServiceUnavailable)
-    }
-
-    async fn finish_update(&self, experiment_id: &str, cohort: &str) -> Result<ConfigVariant> {
+        let merge = update.merge.unwrap_or(DEFAULT_MERGE);
+        let variant = {
+            let _turn = self.inner.writes.enter().await;
+            let transaction = self.inner.db.begin().await?;
+            let variant =
+                store::write(&transaction, &experiment_id, &cohort, update.config, merge).await?;
+            transaction.commit().await?;
+            variant
+        };
         self.inner.changes.record();
         self.inner.fetches.invalidate_all();
         self.inner.variants.invalidate_all();
-        let row = config_variant::Entity::find()
-            .filter(config_variant::Column::ExperimentId.eq(experiment_id))
-            .filter(config_variant::Column::Cohort.eq(cohort))
-            .one(&self.inner.db)
-            .await?
-            .ok_or(Error::Internal)?;
-        Ok(row.into())
+        Ok(variant)
     }
 
     /// The (experiment id, cohort) row an update addresses, after checking both exist.

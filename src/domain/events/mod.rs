@@ -167,14 +167,16 @@ impl EventService {
     #[tracing::instrument(skip_all, fields(user_id = %query.user_id))]
     pub async fn user_events(&self, query: UserEventsQuery) -> Result<EventPage> {
         let (select, limit) = query::page_select(query)?;
-        let mut events: Vec<Event> = select
+        let mut rows = select
+            .into_model::<query::StoredEvent>()
             .all(&self.history)
-            .await?
+            .await?;
+        let has_next_page = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let events = rows
             .into_iter()
-            .map(Event::from)
+            .filter_map(query::StoredEvent::readable)
             .collect();
-        let has_next_page = events.len() as u64 > limit;
-        events.truncate(limit as usize);
         Ok(EventPage {
             events,
             has_next_page,

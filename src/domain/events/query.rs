@@ -1,14 +1,15 @@
 //! A `userEvents` request as SQL: the filters checked and parsed, then one keyset-paged SELECT that
-//! walks the (user_id, event_timestamp DESC, id DESC) index.
+//! walks the (user_id, event_timestamp DESC, id DESC) index. Properties are read as text and parsed
+//! row by row, so one row that cannot be read is skipped (and logged), not the whole history.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
-    Statement,
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select, Statement,
     sea_query::{Expr, ExprTrait},
 };
 
-use super::{DEFAULT_PAGE, MAX_PAGE, UserEventsQuery, cursor::EventCursor};
+use super::{DEFAULT_PAGE, Event, MAX_PAGE, UserEventsQuery, cursor::EventCursor};
 use crate::{
     db::entities::analytics_event,
     domain::validate,
@@ -20,13 +21,71 @@ pub fn user_events_statement(query: UserEventsQuery, backend: DbBackend) -> Resu
     Ok(page_select(query)?.0.build(backend))
 }
 
+/// A stored event with its properties as text.
+#[derive(Debug, FromQueryResult)]
+pub(super) struct StoredEvent {
+    id: i64,
+    event_id: String,
+    user_id: String,
+    session_id: Option<String>,
+    event_name: String,
+    event_timestamp: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    properties_text: String,
+    experiment_id: Option<String>,
+    cohort: Option<String>,
+}
+
+impl StoredEvent {
+    /// The event, or `None` (logged) when its stored properties cannot be read.
+    pub(super) fn readable(self) -> Option<Event> {
+        match serde_json::from_str(&self.properties_text) {
+            Ok(properties) => Some(Event {
+                id: self.id,
+                event_id: self.event_id,
+                user_id: self.user_id,
+                session_id: self.session_id,
+                event_name: self.event_name,
+                timestamp: self.event_timestamp,
+                received_at: self.received_at,
+                properties,
+                experiment_id: self.experiment_id,
+                cohort: self.cohort,
+            }),
+            Err(error) => {
+                tracing::error!(
+                    id = self.id,
+                    event_id = %self.event_id,
+                    %error,
+                    "a stored event's properties cannot be read; it is left out of history pages"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// One page plus one row (to learn whether another page follows), and the page size.
 pub(super) fn page_select(
     query: UserEventsQuery,
 ) -> Result<(Select<analytics_event::Entity>, u64)> {
+    use analytics_event::Column;
     let filter = parse_filter(&query)?;
-    let mut select =
-        analytics_event::Entity::find().filter(analytics_event::Column::UserId.eq(query.user_id));
+    let mut select = analytics_event::Entity::find()
+        .select_only()
+        .columns([
+            Column::Id,
+            Column::EventId,
+            Column::UserId,
+            Column::SessionId,
+            Column::EventName,
+            Column::EventTimestamp,
+            Column::ReceivedAt,
+            Column::ExperimentId,
+            Column::Cohort,
+        ])
+        .column_as(Expr::cust("CAST(properties AS TEXT)"), "properties_text")
+        .filter(Column::UserId.eq(query.user_id));
     if let Some(event_name) = query.event_name {
         select = select.filter(analytics_event::Column::EventName.eq(event_name));
     }
