@@ -537,7 +537,7 @@ async fn batches_overlapping_in_shuffled_orders_all_succeed_and_store_each_id_on
                 .iter()
                 .map(|id| json!({"eventId": format!("overlap-{id}"), "userId": "crowd", "eventName": "tick"}))
                 .collect();
-            if client % 2 == 0 {
+            if client.is_multiple_of(2) {
                 let (status, body) = app
                     .gql_as(Some(HTTP_KEY), COLLECT, json!({"e": events}))
                     .await;

@@ -16,7 +16,6 @@ pub use self::{batch::validate_batch, query::user_events_statement};
 use crate::{
     db::{
         WriteGate,
-        entities::analytics_event,
         ingest::{self, EventRow},
     },
     domain::validate::{self, TimestampValue},
@@ -78,23 +77,6 @@ impl Event {
             id: self.id,
         }
         .encode()
-    }
-}
-
-impl From<analytics_event::Model> for Event {
-    fn from(model: analytics_event::Model) -> Self {
-        Event {
-            id: model.id,
-            event_id: model.event_id,
-            user_id: model.user_id,
-            session_id: model.session_id,
-            event_name: model.event_name,
-            timestamp: model.event_timestamp,
-            received_at: model.received_at,
-            properties: model.properties,
-            experiment_id: model.experiment_id,
-            cohort: model.cohort,
-        }
     }
 }
 
