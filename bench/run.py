@@ -3,6 +3,7 @@
 
     python3 bench/run.py                      # both backends, 1 and 32 connections, 10 s each
     python3 bench/run.py --duration 3 --backends sqlite
+    python3 bench/run.py --only collectEvents --no-ceilings    # one operation, before/after a change
 
 Builds the release server, starts it on SQLite and on PostgreSQL (a throwaway database), seeds
 skewed data (two users with 100,000 events each among 10,000 light users), and drives each
@@ -193,6 +194,8 @@ def run_backend(backend, url, args, rows):
             psql(url, "VACUUM (ANALYZE) analytics_events")
             psql(url, "CHECKPOINT")
         for name, path, body, events_per_request in SCENARIOS:
+            if args.only and not any(part in name for part in args.only):
+                continue
             check_reply(PORT, path, body)
             for connections in args.connections:
                 rps, p50, p99, errors = wrk(PORT, path, body, connections, args.duration)
@@ -237,7 +240,11 @@ def main():
     parser.add_argument("--heavy-events", type=int, default=100_000)
     parser.add_argument("--light-users", type=int, default=10_000)
     parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--only", default="",
+                        help="comma-separated parts of operation names to run (e.g. collectEvents); default: all")
+    parser.add_argument("--no-ceilings", action="store_true", help="skip the bare axum and raw PostgreSQL ceilings")
     args = parser.parse_args()
+    args.only = [part for part in args.only.split(",") if part]
     args.connections = [int(c) for c in args.connections.split(",")]
     backends = args.backends.split(",")
 
@@ -245,7 +252,8 @@ def main():
     if not args.skip_build:
         build()
     rows, ceilings = [], {}
-    run_bare(args, rows)
+    if not args.no_ceilings:
+        run_bare(args, rows)
     work = tempfile.mkdtemp(prefix="octp-bench-")
     try:
         if "sqlite" in backends:
@@ -256,7 +264,7 @@ def main():
             database_url = args.pg_url.rsplit("/", 1)[0] + "/" + name
             try:
                 run_backend("postgres", database_url, args, rows)
-                for connections in sorted({1, 2}):
+                for connections in sorted({1, 2}) if not args.no_ceilings else []:
                     ceilings[connections] = pg_ceiling(database_url, args, connections)
             finally:
                 psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
