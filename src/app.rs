@@ -4,13 +4,21 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::Router;
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{auth::Keys, config::Config, db, domain::Services, http};
 
 pub struct App {
     listener: TcpListener,
     router: Router,
+    /// How long a client may take to send a request's headers, or stay idle between requests.
+    header_read_timeout: Duration,
+    max_connections: usize,
 }
 
 impl App {
@@ -20,7 +28,12 @@ impl App {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
-        Ok(App { listener, router })
+        Ok(App {
+            listener,
+            router,
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs.max(1)),
+            max_connections: config.server.max_client_connections.max(1),
+        })
     }
 
     /// The bound address; with port 0 in the config, the port the OS picked.
@@ -31,13 +44,73 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    ///
+    /// A loop of its own rather than `axum::serve`, which has no header-read timeout and no
+    /// connection limit: 3,000 connections that never finished their headers stayed open for good.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let header_read_timeout = self.header_read_timeout;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.header_read_timeout);
+        let builder = Arc::new(builder);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let connections = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Replies are written whole; waiting to coalesce them only adds latency.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY could not be set");
+            }
+            let (builder, router, watcher) =
+                (builder.clone(), self.router.clone(), connections.watcher());
+            tokio::spawn(async move {
+                // Telling HTTP/1 from HTTP/2 waits for the first bytes, before hyper's own
+                // header timeout starts: a client that sends nothing is timed out here.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => return drop(slot),
+                }
+                let connection = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(router),
+                    )
+                    .into_owned();
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+        drop(self.listener);
+        connections.shutdown().await;
+        Ok(())
     }
 }
 

@@ -143,6 +143,23 @@ pub struct ServerConfig {
         global = true
     )]
     pub request_timeout_secs: u64,
+    /// Seconds a client may take to send a request's headers (and an idle connection may stay
+    /// open) before the connection is closed; slow or stalled clients cannot pile up.
+    #[arg(
+        long = "header-read-timeout-secs",
+        env = "OCTP_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Most client connections open at once; further clients wait to be accepted.
+    #[arg(
+        long = "max-client-connections",
+        env = "OCTP_MAX_CLIENT_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_client_connections: usize,
 }
 
 #[derive(Clone, Args)]
@@ -226,6 +243,8 @@ impl Config {
                 disable_introspection: false,
                 bind,
                 request_timeout_secs: 30,
+                header_read_timeout_secs: 10,
+                max_client_connections: 10_000,
             },
             keys: KeyConfig {
                 http_key: DEFAULT_HTTP_KEY.to_owned(),

@@ -10,7 +10,7 @@ use axum::{
     routing::get,
 };
 use serde_json::json;
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{classify::ServerErrorsFailureClass, timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{
     auth::Keys,
@@ -38,7 +38,11 @@ pub fn router(
         .merge(playground::router(introspection))
         .merge(probes)
         .merge(rpc::router(services, keys))
-        .layer(trace_layer())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(log_failure),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
@@ -47,19 +51,30 @@ pub fn router(
 
 /// A request span named by the matched route (not the raw path, which may carry ids or keys).
 /// Completed requests log at DEBUG: at tens of thousands of requests a second an INFO line each
-/// would cost more than the requests; server errors still log at ERROR.
-fn trace_layer() -> TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    impl Fn(&Request) -> tracing::Span + Clone,
-> {
-    TraceLayer::new_for_http().make_span_with(|request: &Request| {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-            .unwrap_or("unmatched");
-        tracing::debug_span!("request", method = %request.method(), route)
-    })
+/// would cost more than the requests.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    tracing::debug_span!("request", method = %request.method(), route)
+}
+
+/// Server errors log at ERROR, except 501: Nakama's answer to a method it does not route (a PUT
+/// to `/v2/rpc`), which is the client's mistake and must not page anyone.
+fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis();
+    match failure {
+        ServerErrorsFailureClass::StatusCode(StatusCode::NOT_IMPLEMENTED) => {
+            tracing::debug!(
+                status = 501,
+                latency_ms,
+                "request for an unsupported method"
+            );
+        }
+        failure => tracing::error!(%failure, latency_ms, "request failed"),
+    }
 }
 
 async fn healthz(State(health): State<HealthService>) -> Response {

@@ -57,10 +57,11 @@ proptest! {
         }
     }
 
+    /// Generated values are small and at most 5 levels deep, so only the kind and NUL decide.
     #[test]
     fn json_objects_are_checked_without_panicking(value in json_value()) {
         let outcome = validate::json_object(&value, validate::MAX_PROPERTIES_BYTES);
-        prop_assert_eq!(outcome.is_ok(), value.is_object());
+        prop_assert_eq!(outcome.is_ok(), value.is_object() && !value.to_string().contains("\\u0000"));
     }
 
     #[test]

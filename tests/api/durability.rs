@@ -94,7 +94,7 @@ async fn stored_once(database: &TestDatabase, acknowledged: &HashSet<String>) {
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
     let database = TestDatabase::create().await;
     let port = free_port();
-    let mut server = start_binary(&database, port, &[]).await;
+    let mut server = start_binary(&database, port, &[], None).await;
 
     let acknowledged = load_then_signal(port, &server, "-TERM", 40).await;
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
@@ -111,11 +111,11 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
 async fn kill_9_loses_no_acknowledged_event() {
     let database = TestDatabase::create().await;
     let port = free_port();
-    let mut server = start_binary(&database, port, &[]).await;
+    let mut server = start_binary(&database, port, &[], None).await;
 
     let acknowledged = load_then_signal(port, &server, "-KILL", 40).await;
     server.wait().await.unwrap();
-    let mut restarted = start_binary(&database, port, &[]).await;
+    let mut restarted = start_binary(&database, port, &[], None).await;
 
     stored_once(&database, &acknowledged).await;
     restarted.kill().await.ok();

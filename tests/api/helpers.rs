@@ -299,13 +299,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts the server binary (not an in-process server: for signals, crashes and memory) on a
-/// fresh database and waits until it is ready; it is killed when the handle drops.
+/// fresh database and waits until it is ready; it is killed when the handle drops. Its log goes
+/// to `log` when given (at the `--log-level` in `extra_args`, else warn).
 pub async fn start_binary(
     database: &TestDatabase,
     port: u16,
     extra_args: &[&str],
+    log: Option<&std::path::Path>,
 ) -> tokio::process::Child {
     use std::{process::Stdio, time::Duration};
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+        None => Stdio::null(),
+    };
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_octp-backend"))
         .args([
             "--database-url",
@@ -317,7 +323,7 @@ pub async fn start_binary(
         ])
         .args(extra_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start the server binary");

@@ -68,7 +68,7 @@ fn first_error(body: &Value) -> (String, String) {
 async fn the_worst_query_shapes_are_refused_in_time_and_memory_stays_bounded() {
     let database = TestDatabase::create().await;
     let port = free_port();
-    let server = start_binary(&database, port, &[]).await;
+    let server = start_binary(&database, port, &[], None).await;
     let pid = server.id().expect("the server runs");
     let client = reqwest::Client::new();
     // 500 events whose properties are the heaviest 16 KiB there is: thousands of tiny values.
@@ -618,4 +618,153 @@ async fn concurrent_merges_into_one_variant_all_succeed_and_keep_every_key() {
     assert_eq!(config["remoteConfig"]["version"], 17);
     let stored = config["remoteConfig"]["config"].as_object().unwrap();
     assert_eq!(stored.len(), 17, "{stored:?}");
+}
+
+/// Connections that never finish their headers, or never send anything, are closed after the
+/// header-read timeout; at most `--max-client-connections` are open at once, and a real client
+/// is still served once the stalled ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_and_cannot_crowd_out_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let database = TestDatabase::create().await;
+    let port = free_port();
+    let _server = start_binary(
+        &database,
+        port,
+        &[
+            "--header-read-timeout-secs",
+            "1",
+            "--max-client-connections",
+            "8",
+        ],
+        None,
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for i in 0..24 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            // Headers begun, never finished.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        stalled.push(stream);
+    }
+
+    // Every stalled connection is eventually closed by the server (read gives end of stream or an
+    // error); the connection limit lets later ones in only as earlier ones go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        let mut buffer = [0u8; 512];
+        loop {
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+                .await
+                .unwrap_or_else(|_| panic!("stalled connection {i} was never closed"));
+            match read {
+                Ok(0) | Err(_) => break,
+                // A 408 for the unfinished headers is fine; the close must follow.
+                Ok(_) => continue,
+            }
+        }
+    }
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .expect("a real client is served");
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// A client's mistake (a method the RPC route does not take, a bad key, a bad payload) is not a
+/// server error: nothing reaches the log at ERROR.
+#[tokio::test]
+async fn client_mistakes_write_no_error_lines_to_the_log() {
+    let database = TestDatabase::create().await;
+    let port = free_port();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("server.log");
+    let mut server = start_binary(&database, port, &[], Some(&log)).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let reply = client
+            .request(method.clone(), format!("{base}/v2/rpc/HealthCheck"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::NOT_IMPLEMENTED, "{method}");
+    }
+    for path in [
+        "/v2/rpc/HealthCheck?http_key=wrong",
+        "/v2/rpc/Nope?http_key=defaulthttpkey",
+        "/v2/rpc/FetchRemoteConfig?http_key=defaulthttpkey&unwrap",
+    ] {
+        let reply = client
+            .post(format!("{base}{path}"))
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reply.status().is_client_error(),
+            "{path}: {}",
+            reply.status()
+        );
+    }
+    let reply = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .json(&json!({"query": "{ nope }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+
+    server.kill().await.ok();
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !written.lines().any(|line| line.contains("ERROR")),
+        "client mistakes were logged as errors:\n{written}"
+    );
+}
+
+/// Error responses stay small whatever the request: a parse error does not echo a huge document,
+/// and a document with thousands of mistakes gets a bounded list.
+#[tokio::test]
+async fn error_responses_are_bounded_in_count_and_length() {
+    let app = TestApp::spawn().await;
+    let huge = format!("{{ health {{ status }} {} ", "x".repeat(900_000));
+    let (_, parse_error) = app.gql_as(Some(HTTP_KEY), &huge, json!({})).await;
+    let size = parse_error.to_string().len();
+    assert!(size < 4_096, "a parse error of {size} bytes");
+    assert_eq!(
+        parse_error["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{parse_error:.300}"
+    );
+
+    let arguments: String = (0..50_000).map(|i| format!("a{i}: 1 ")).collect();
+    let (_, many) = app
+        .gql_as(
+            Some(HTTP_KEY),
+            &format!("{{ health({arguments}) {{ status }} }}"),
+            json!({}),
+        )
+        .await;
+    let errors = many["errors"].as_array().expect("errors");
+    assert!(errors.len() <= 20, "{} errors", errors.len());
+    assert!(
+        errors.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("more errors")
+    );
+    let size = many.to_string().len();
+    assert!(size < 16_384, "{size} bytes of errors");
 }
