@@ -35,15 +35,21 @@ pub const MAX_ALIASES: u64 = 256;
 pub const MAX_NESTING: usize = 100;
 /// Longer documents are checked every time: they are rare and would crowd the cache.
 const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
+/// Query text kept at most; a parsed document takes roughly ten times its text, and anyone with
+/// the http key can send new documents.
+const MAX_CACHED_TEXT_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct DocumentGuard {
     documents: Cache<String, Arc<ExecutableDocument>>,
 }
 
 impl DocumentGuard {
-    pub fn new(capacity: u64) -> Self {
+    pub fn new() -> Self {
         DocumentGuard {
-            documents: Cache::new(capacity),
+            documents: Cache::builder()
+                .max_capacity(MAX_CACHED_TEXT_BYTES)
+                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
+                .build(),
         }
     }
 }

@@ -93,7 +93,7 @@ pub fn build(services: Services, introspection: bool) -> AppSchema {
         builder.disable_introspection()
     };
     builder
-        .extension(guard::DocumentGuard::new(1_000))
+        .extension(guard::DocumentGuard::new())
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),
             tokio::spawn,
