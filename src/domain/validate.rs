@@ -1,7 +1,7 @@
 //! Input rules of docs/api.md §4 as pure functions. Each returns the reason a value is refused, worded
 //! for the person who sent it; callers attach the field name and batch index.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use serde_json::Value;
 
 /// Longest id, name or slug, in Unicode code points.
@@ -176,7 +176,20 @@ pub fn parse_timestamp(value: &TimestampValue) -> Result<DateTime<Utc>, String> 
             ));
         }
     };
-    Ok(truncate_to_micros(parsed))
+    storable_instant(truncate_to_micros(parsed))
+}
+
+/// An instant both databases store and compare correctly: SQLite keeps instants as text, which
+/// sorts right only for four-digit years.
+pub fn storable_instant(time: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if (1..=9999).contains(&time.year()) {
+        Ok(time)
+    } else {
+        Err(format!(
+            "must be between 0001-01-01 and 9999-12-31 (got {})",
+            time.to_rfc3339()
+        ))
+    }
 }
 
 /// An optional timestamp: absent stays absent.
@@ -335,6 +348,12 @@ mod tests {
         let fractional = parse_timestamp(&TimestampValue::Number(1_714_557_600.5)).unwrap();
         assert_eq!(fractional.timestamp_subsec_millis(), 500);
         assert!(parse_timestamp(&TimestampValue::Text("yesterday".into())).is_err());
+        // Past 9999 SQLite's text comparison breaks; before year 1 too.
+        assert!(
+            parse_timestamp(&TimestampValue::Text("9999-12-31T23:59:59.999999Z".into())).is_ok()
+        );
+        assert!(parse_timestamp(&TimestampValue::Number(253_402_300_800_000.0)).is_err());
+        assert!(parse_timestamp(&TimestampValue::Text("0000-12-31T00:00:00Z".into())).is_err());
         assert!(parse_timestamp(&TimestampValue::Other("boolean")).is_err());
     }
 

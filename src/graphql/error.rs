@@ -1,7 +1,7 @@
 //! Domain errors as GraphQL errors: the message, `extensions.code` from the one table in
 //! `crate::error`, and `extensions.errors` with every broken rule.
 
-use async_graphql::ErrorExtensions;
+use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::error::Error;
 
@@ -33,4 +33,13 @@ impl<T, E: Into<Error>> Extend<T> for Result<T, E> {
     fn extended(self) -> async_graphql::Result<T> {
         self.map_err(|error| error.into().extend())
     }
+}
+
+/// A domain error found before execution, as a GraphQL error without a location: it belongs to
+/// the request, not to a place in the document.
+pub fn request_error(error: &Error) -> ServerError {
+    let extended = error.extend();
+    let mut server_error = ServerError::new(extended.message, None);
+    server_error.extensions = extended.extensions;
+    server_error
 }

@@ -12,16 +12,17 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
-    ErrorExtensions, Name, Pos, Request, ServerError, ServerResult,
+    ErrorExtensions, Name, Request, ServerError, ServerResult,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
     parser::{
-        parse_query,
+        Error as ParseError, parse_query,
         types::{ExecutableDocument, Selection, SelectionSet},
     },
 };
 
 use moka::sync::Cache;
 
+use super::error::request_error;
 use crate::error::Error;
 
 /// Most fields one document may select once every fragment is expanded (aliases and `__typename`
@@ -33,6 +34,11 @@ pub const MAX_ALIASES: u64 = 256;
 /// Deepest bracket nesting (`{`, `[`, `(`) in the text: selections are limited to 12 levels and
 /// JSON literals to 64, so anything deeper is refused before parsing.
 pub const MAX_NESTING: usize = 100;
+/// Deepest data selection. Our deepest real query is about 6 levels.
+pub const MAX_DEPTH: u64 = 12;
+/// Deepest introspection selection: graphql-js's standard introspection query (what code
+/// generators and API tools send) reaches 14; dozens of nested `ofType` are a known DoS shape.
+pub const MAX_INTROSPECTION_DEPTH: u64 = 20;
 /// Longer documents are checked every time: they are rare and would crowd the cache.
 const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 /// Query text kept at most; a parsed document takes roughly ten times its text, and anyone with
@@ -41,11 +47,14 @@ const MAX_CACHED_TEXT_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct DocumentGuard {
     documents: Cache<String, Arc<ExecutableDocument>>,
+    introspection: bool,
 }
 
 impl DocumentGuard {
-    pub fn new() -> Self {
+    /// With `introspection` false, documents that read `__schema` or `__type` are refused.
+    pub fn new(introspection: bool) -> Self {
         DocumentGuard {
+            introspection,
             documents: Cache::builder()
                 .max_capacity(MAX_CACHED_TEXT_BYTES)
                 .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
@@ -58,12 +67,14 @@ impl ExtensionFactory for DocumentGuard {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(DocumentGuardExtension {
             documents: self.documents.clone(),
+            introspection: self.introspection,
         })
     }
 }
 
 struct DocumentGuardExtension {
     documents: Cache<String, Arc<ExecutableDocument>>,
+    introspection: bool,
 }
 
 #[async_trait::async_trait]
@@ -77,7 +88,7 @@ impl Extension for DocumentGuardExtension {
         let document = match self.documents.get(&request.query) {
             Some(document) => document,
             None => {
-                let document = Arc::new(checked_document(&request.query)?);
+                let document = Arc::new(checked_document(&request.query, self.introspection)?);
                 if request.query.len() <= MAX_CACHED_QUERY_BYTES {
                     self.documents
                         .insert(request.query.clone(), document.clone());
@@ -91,14 +102,14 @@ impl Extension for DocumentGuardExtension {
 }
 
 /// The parsed document, or why it is refused.
-pub fn checked_document(query: &str) -> ServerResult<ExecutableDocument> {
+pub fn checked_document(query: &str, introspection: bool) -> ServerResult<ExecutableDocument> {
     let nesting = max_nesting(query);
     if nesting > MAX_NESTING {
         return Err(too_complex(format!(
             "brackets nest {nesting} levels deep (at most {MAX_NESTING})"
         )));
     }
-    let document = parse_query(query).map_err(ServerError::from)?;
+    let document = parse_query(query).map_err(syntax_error)?;
     let cost = expanded_cost(&document).map_err(too_complex)?;
     if cost.fields > MAX_FIELDS {
         return Err(too_complex(format!(
@@ -112,13 +123,55 @@ pub fn checked_document(query: &str) -> ServerResult<ExecutableDocument> {
             display_count(cost.aliases)
         )));
     }
+    if cost.depth > MAX_DEPTH {
+        return Err(too_complex(format!(
+            "its selections nest {} levels deep (at most {MAX_DEPTH})",
+            cost.depth
+        )));
+    }
+    if cost.introspection_depth > 0 && !introspection {
+        return Err(request_error(&Error::invalid(
+            "query",
+            "introspection is disabled on this server",
+        )));
+    }
+    if cost.introspection_depth > MAX_INTROSPECTION_DEPTH {
+        return Err(too_complex(format!(
+            "its introspection nests {} levels deep (at most {MAX_INTROSPECTION_DEPTH})",
+            cost.introspection_depth
+        )));
+    }
     Ok(document)
 }
 
 fn too_complex(reason: String) -> ServerError {
-    Error::invalid("query", format!("the query is too complex: {reason}"))
+    request_error(&Error::invalid(
+        "query",
+        format!("the query is too complex: {reason}"),
+    ))
+}
+
+/// A parse error in one sentence with its place, instead of the parser's multi-line rendering
+/// (which quotes the offending line, however long).
+fn syntax_error(error: ParseError) -> ServerError {
+    let message = match &error {
+        ParseError::Syntax { message, start, .. } => {
+            let expected = message
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("= "))
+                .unwrap_or("unexpected input");
+            format!(
+                "syntax error at line {}, column {}: {expected}",
+                start.line, start.column
+            )
+        }
+        other => other.to_string(),
+    };
+    let mut server_error = ServerError::new(message, error.positions().next());
+    server_error.extensions = Error::invalid("query", "does not parse")
         .extend()
-        .into_server_error(Pos::default())
+        .extensions;
+    server_error
 }
 
 fn display_count(count: u64) -> String {
@@ -192,13 +245,36 @@ fn max_nesting(query: &str) -> usize {
 struct Cost {
     fields: u64,
     aliases: u64,
+    /// Deepest nesting of data fields (introspection subtrees excluded).
+    depth: u64,
+    /// Deepest introspection subtree, counted from its `__schema` or `__type` field.
+    introspection_depth: u64,
 }
 
 impl Cost {
-    fn add(self, other: Cost) -> Cost {
+    /// Selections side by side: counts add up, depths take the deeper.
+    fn beside(self, other: Cost) -> Cost {
         Cost {
             fields: self.fields.saturating_add(other.fields),
             aliases: self.aliases.saturating_add(other.aliases),
+            depth: self.depth.max(other.depth),
+            introspection_depth: self.introspection_depth.max(other.introspection_depth),
+        }
+    }
+
+    /// A field over the selections below it.
+    fn field(name: &str, aliased: bool, below: Cost) -> Cost {
+        let (depth, introspection_depth) = if matches!(name, "__schema" | "__type") {
+            let subtree = below.depth.saturating_add(1);
+            (1, below.introspection_depth.max(subtree))
+        } else {
+            (below.depth.saturating_add(1), below.introspection_depth)
+        };
+        Cost {
+            fields: below.fields.saturating_add(1),
+            aliases: below.aliases.saturating_add(u64::from(aliased)),
+            depth,
+            introspection_depth,
         }
     }
 }
@@ -211,7 +287,7 @@ fn expanded_cost(document: &ExecutableDocument) -> Result<Cost, String> {
     };
     let mut total = Cost::default();
     for (_, operation) in document.operations.iter() {
-        total = total.add(fragments.selection_set(&operation.node.selection_set.node)?);
+        total = total.beside(fragments.selection_set(&operation.node.selection_set.node)?);
     }
     Ok(total)
 }
@@ -227,13 +303,11 @@ impl<'a> Fragments<'a> {
         let mut cost = Cost::default();
         for selection in &selection_set.items {
             let inner = match &selection.node {
-                Selection::Field(field) => {
-                    let own = Cost {
-                        fields: 1,
-                        aliases: u64::from(field.node.alias.is_some()),
-                    };
-                    own.add(self.selection_set(&field.node.selection_set.node)?)
-                }
+                Selection::Field(field) => Cost::field(
+                    field.node.name.node.as_str(),
+                    field.node.alias.is_some(),
+                    self.selection_set(&field.node.selection_set.node)?,
+                ),
                 Selection::InlineFragment(fragment) => {
                     self.selection_set(&fragment.node.selection_set.node)?
                 }
@@ -241,7 +315,7 @@ impl<'a> Fragments<'a> {
                     self.fragment(&spread.node.fragment_name.node)?
                 }
             };
-            cost = cost.add(inner);
+            cost = cost.beside(inner);
         }
         Ok(cost)
     }
@@ -282,7 +356,28 @@ mod tests {
     }
 
     fn refusal(query: &str) -> String {
-        checked_document(query).unwrap_err().message
+        checked_document(query, true).unwrap_err().message
+    }
+
+    #[test]
+    fn syntax_errors_are_one_sentence_with_their_place() {
+        let error = checked_document(
+            &format!("{{ health {{ status }} {}", "x".repeat(10_000)),
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            error.message.starts_with("syntax error at line 1, column"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.len() < 200, "{}", error.message);
+        assert_eq!(error.locations.len(), 1);
+        let error = checked_document("{", true).unwrap_err();
+        assert_eq!(
+            error.message,
+            "syntax error at line 1, column 2: expected selection"
+        );
     }
 
     #[test]
@@ -293,7 +388,7 @@ mod tests {
             "{}",
             refusal(&fan_out(10))
         );
-        assert!(checked_document(&fan_out(9)).is_ok());
+        assert!(checked_document(&fan_out(9), true).is_ok());
         // 2^60 × 2 saturates instead of overflowing, and takes no longer than the text.
         assert!(refusal(&fan_out(70)).contains("too complex"));
     }
@@ -308,7 +403,7 @@ mod tests {
         let aliases: String = (0..257).map(|i| format!("a{i}: __typename ")).collect();
         assert!(refusal(&format!("{{ {aliases} }}")).contains("257 aliases"));
         let within: String = (0..256).map(|i| format!("a{i}: __typename ")).collect();
-        assert!(checked_document(&format!("{{ {within} }}")).is_ok());
+        assert!(checked_document(&format!("{{ {within} }}"), true).is_ok());
         let deep = format!("{{ f(x: {}1{}) }}", "[".repeat(200), "]".repeat(200));
         assert!(
             refusal(&deep).contains("nest 202 levels"),
@@ -321,6 +416,40 @@ mod tests {
             "}".repeat(100_000)
         );
         assert!(refusal(&deep_object).contains("levels deep"));
+    }
+
+    #[test]
+    fn data_depth_excludes_introspection_which_has_its_own_limit() {
+        let nested = |levels: usize| {
+            format!(
+                "{{ {} id {} }}",
+                "a { ".repeat(levels - 1),
+                "} ".repeat(levels - 1)
+            )
+        };
+        assert!(checked_document(&nested(12), true).is_ok());
+        assert!(refusal(&nested(13)).contains("nest 13 levels"));
+        // graphql-js's standard introspection query: 14 levels, fine; 20 + 1 is not.
+        let type_ref = |of_types: usize| {
+            format!(
+                "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+                "ofType { ".repeat(of_types),
+                "} ".repeat(of_types)
+            )
+        };
+        assert!(checked_document(&type_ref(9), true).is_ok());
+        assert!(checked_document(&type_ref(15), true).is_ok());
+        assert!(refusal(&type_ref(16)).contains("introspection nests 21 levels"));
+        // Fragments count where they are spread.
+        let through_fragment = "{ __schema { ...T } } fragment T on __Schema { types { fields { type { ofType { ofType { name } } } } } }";
+        assert!(checked_document(through_fragment, true).is_ok());
+        let error = checked_document("{ __type(name: \"Query\") { name } }", false).unwrap_err();
+        assert!(
+            error.message.contains("introspection is disabled"),
+            "{}",
+            error.message
+        );
+        assert!(checked_document("{ __typename }", false).is_ok());
     }
 
     #[test]

@@ -54,9 +54,6 @@ pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     )
 }
 
-/// Deepest selection accepted. Our deepest real query is about 6 levels; introspection, which
-/// goes deeper, is served without limits at /playground/schema.json.
-pub const MAX_DEPTH: usize = 12;
 /// Most work one operation may ask for, in the units below (a plain field costs 1; lists cost
 /// their length times their children). A full `userEvents` page of 500 events with every field,
 /// through both `nodes` and `edges`, costs about 35,000; two pages of 500 events' properties
@@ -83,17 +80,19 @@ fn page_size(first: Option<i32>) -> usize {
 
 /// The executable schema, with the services and loaders resolvers call.
 pub fn build(services: Services, introspection: bool) -> AppSchema {
+    // Depth is limited by the guard, which tells data from introspection (the standard
+    // introspection query nests deeper than any data query may).
     let builder = schema()
-        .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_directives(16);
     let builder = if introspection {
         builder
     } else {
-        builder.disable_introspection()
+        // "Did you mean …?" would hand the schema out name by name.
+        builder.disable_introspection().disable_suggestions()
     };
     builder
-        .extension(guard::DocumentGuard::new())
+        .extension(guard::DocumentGuard::new(introspection))
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),
             tokio::spawn,
@@ -113,6 +112,7 @@ pub fn router(services: Services, keys: Arc<Keys>, introspection: bool) -> Route
         services,
         keys,
         documents: cacheable::CacheableDocuments::new(),
+        introspection,
     });
     Router::new()
         .route("/graphql", get(transport::graphql).post(transport::graphql))

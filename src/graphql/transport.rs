@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, ParseRequestError, ServerError};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, ServerError};
 use axum::{
-    Json,
     body::{Body, Bytes},
-    extract::{FromRequest, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 
 use super::{AppSchema, budget::ResponseBudget, cacheable::CacheableDocuments};
@@ -29,9 +27,9 @@ const MAX_BATCH_OPERATIONS: usize = 10;
 /// Most errors one response reports; a document with 50,000 mistakes gets a summary line instead
 /// of megabytes of errors.
 const MAX_ERRORS: usize = 20;
-/// Longest error message sent: parse errors quote the offending line, which may be the whole
-/// document.
-const MAX_MESSAGE_CHARS: usize = 500;
+/// Longest error message sent. A bad batch names each of its up to 100 bad events in its message;
+/// nothing else comes near.
+const MAX_MESSAGE_CHARS: usize = 16_000;
 
 /// What the GraphQL routes share. Axum clones route state for every request, so it is one
 /// shared pointer rather than a bundle of them (the clones showed up in profiles of cached reads).
@@ -43,6 +41,8 @@ pub(super) struct Shared {
     pub services: Services,
     pub keys: Arc<Keys>,
     pub documents: CacheableDocuments,
+    /// Whether the schema may be introspected; when not, engine errors are kept vague.
+    pub introspection: bool,
 }
 
 impl Transport {
@@ -53,29 +53,28 @@ impl Transport {
 
 pub(super) async fn graphql(State(transport): State<Transport>, request: Request) -> Response {
     let state = &transport.0;
+    let media = Media::accepted(request.headers());
     let Some(role) = role(&state.keys, &request) else {
-        return unauthenticated();
+        return unauthenticated(media);
     };
-    if request.method() == Method::POST && !json_or_preflighted(request.headers()) {
-        return error_response(Error::invalid(
-            "Content-Type",
-            "must be application/json (a cross-site form post cannot set it, which keeps \
-             mutations safe from CSRF); requests carrying an Authorization header are exempt",
-        ));
+    if let Err((status, error)) = csrf_check(request.method(), request.headers()) {
+        let mut response = request_error(media, error);
+        *response.status_mut() = status;
+        return response;
     }
     let (parts, body) = request.into_parts();
     let body = match body::read(&parts.headers, body).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return error_response(Error::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
+            return request_error(
+                media,
+                Error::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                },
+            );
         }
         Err(BodyError::Unreadable) => {
-            return error_response(Error::invalid(
-                "request",
-                "not a valid GraphQL request: the body could not be read",
-            ));
+            return request_error(media, Error::invalid("body", "could not be read"));
         }
     };
     let key = (parts.method == Method::POST)
@@ -84,91 +83,227 @@ pub(super) async fn graphql(State(transport): State<Transport>, request: Request
     let reply = state
         .services
         .config
-        .cached_reply(key, run(state, role, parts, body))
+        .cached_reply(key, run(state, role, media, parts, body))
         .await;
     match reply {
-        Ok(cacheable) => json_bytes(cacheable),
+        Ok(cacheable) => media.body(StatusCode::OK, cacheable),
         Err(response) => response,
     }
 }
 
 /// Parses and runs a request: `Ok` with the body of a successful plain config read (which may be
 /// kept), `Err` with any other response.
-async fn run(state: &Shared, role: Role, parts: Parts, body: Bytes) -> Result<Bytes, Response> {
+async fn run(
+    state: &Shared,
+    role: Role,
+    media: Media,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Bytes, Response> {
     let is_get = parts.method == Method::GET;
-    let parsed = if parts.method == Method::POST && !is_multipart(&parts.headers) {
-        parse_json_batch(&body)
+    let batch = if is_get {
+        parse_get(parts.uri.query().unwrap_or_default())
+            .map_err(|error| request_error(media, error))?
     } else {
-        let request = Request::from_parts(parts, Body::from(body));
-        GraphQLBatchRequest::<Rejection>::from_request(request, &())
-            .await
-            .map(GraphQLBatchRequest::into_inner)
-            .map_err(|rejection| rejection.0)
+        parse_json_batch(&body).map_err(|error| request_error(media, not_a_request(error)))?
     };
-    let batch = parsed.map_err(|error| Rejection(error).into_response())?;
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return Err(request_error(
+            media,
+            Error::invalid("query", "is required: send the GraphQL document in `query`"),
+        ));
+    }
     if let BatchRequest::Batch(operations) = &batch
         && operations.len() > MAX_BATCH_OPERATIONS
     {
-        return Err(error_response(Error::invalid(
-            "batch",
-            format!(
-                "at most {MAX_BATCH_OPERATIONS} operations per request (got {})",
-                operations.len()
+        return Err(request_error(
+            media,
+            Error::invalid(
+                "batch",
+                format!(
+                    "at most {MAX_BATCH_OPERATIONS} operations per request (got {})",
+                    operations.len()
+                ),
             ),
-        )));
+        ));
     }
     // GET must stay safe: a link or an <img> must not be able to change anything.
     if is_get && batch.iter().any(is_mutation) {
-        let mut response = error_response(Error::invalid(
-            "query",
-            "mutations are only accepted over POST",
-        ));
+        let mut response = request_error(
+            media,
+            Error::invalid("query", "mutations are only accepted over POST"),
+        );
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return Err(response);
     }
+    let budget = ResponseBudget::default();
     match batch {
-        BatchRequest::Single(single) if !is_get && state.documents.is_cacheable(&single.query) => {
-            let budget = ResponseBudget::default();
+        BatchRequest::Single(single) => {
+            let cacheable = !is_get && state.documents.is_cacheable(&single.query);
             let mut response = state
                 .schema
                 .execute(single.data(role).data(budget.clone()))
                 .await;
-            tidy(&mut response, &budget);
-            let body = serde_json::to_vec(&response)
-                .map(Bytes::from)
-                .map_err(|_| error_response(Error::Internal))?;
-            if response.is_ok() {
+            tidy(&mut response, &budget, state.introspection);
+            let complete = response.is_ok();
+            let (status, body) = media.shape(response);
+            if cacheable && complete && status == StatusCode::OK {
                 Ok(body)
             } else {
-                Err(json_bytes(body))
+                Err(media.body(status, body))
             }
         }
-        batch => {
+        BatchRequest::Batch(operations) => {
             // One budget for the whole HTTP response, however many operations it carries.
-            let budget = ResponseBudget::default();
-            let batch = batch.data(role).data(budget.clone());
-            let mut responses = state.schema.execute_batch(batch).await;
-            match &mut responses {
-                BatchResponse::Single(response) => tidy(response, &budget),
-                BatchResponse::Batch(responses) => responses
-                    .iter_mut()
-                    .for_each(|response| tidy(response, &budget)),
+            let batch = BatchRequest::Batch(operations)
+                .data(role)
+                .data(budget.clone());
+            let BatchResponse::Batch(mut responses) = state.schema.execute_batch(batch).await
+            else {
+                return Err(request_error(media, Error::Internal));
+            };
+            let mut bodies = Vec::with_capacity(responses.len());
+            for response in &mut responses {
+                tidy(response, &budget, state.introspection);
             }
-            Err(GraphQLResponse::from(responses).into_response())
+            for response in responses {
+                bodies.push(media.shape(response).1);
+            }
+            let mut joined = Vec::new();
+            joined.push(b'[');
+            for (index, body) in bodies.iter().enumerate() {
+                if index > 0 {
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(body);
+            }
+            joined.push(b']');
+            Err(media.body(StatusCode::OK, Bytes::from(joined)))
         }
     }
 }
 
+/// The media types of GraphQL over HTTP. `application/graphql-response+json` lets status codes
+/// tell request errors (400) from execution results (200); `application/json`, for clients that
+/// predate it, answers every well-formed request with 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    GraphQLResponse,
+    Json,
+}
+
+impl Media {
+    const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
+    const JSON: &str = "application/json; charset=utf-8";
+
+    /// The first media type of the `Accept` header that we can send (`application/json` when it
+    /// names none, or is absent, as the spec asks for clients that predate it).
+    fn accepted(headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','));
+        for entry in accept {
+            let mut parts = entry.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused = parts.any(|parameter| {
+                parameter
+                    .trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
+            }
+            match media.as_str() {
+                "application/graphql-response+json" => return Media::GraphQLResponse,
+                "application/json" | "application/*" | "*/*" => return Media::Json,
+                _ => {}
+            }
+        }
+        Media::Json
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Media::GraphQLResponse => Self::GRAPHQL_RESPONSE,
+            Media::Json => Self::JSON,
+        })
+    }
+
+    fn body(self, status: StatusCode, body: Bytes) -> Response {
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, self.content_type());
+        response
+    }
+
+    /// An executed request as status and body. A request error (the document did not parse or
+    /// validate: no data, and no error has a path) has no `data` entry at all, and is a 400 when the
+    /// client understands `application/graphql-response+json`.
+    fn shape(self, response: async_graphql::Response) -> (StatusCode, Bytes) {
+        let request_error = response.data == async_graphql::Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|error| error.path.is_empty());
+        if !request_error {
+            return match serde_json::to_vec(&response) {
+                Ok(body) => (StatusCode::OK, Bytes::from(body)),
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, internal_body()),
+            };
+        }
+        let status = match self {
+            Media::GraphQLResponse => StatusCode::BAD_REQUEST,
+            Media::Json => StatusCode::OK,
+        };
+        (status, errors_body(&response.errors))
+    }
+}
+
+/// `{"errors":[…]}` with no `data` entry.
+fn errors_body(errors: &[ServerError]) -> Bytes {
+    serde_json::to_vec(&serde_json::json!({ "errors": errors }))
+        .map(Bytes::from)
+        .unwrap_or_else(|_| internal_body())
+}
+
+fn internal_body() -> Bytes {
+    Bytes::from_static(br#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#)
+}
+
 /// A response past its budget carries no data (a page cut off part way would mislead), and no
 /// response carries unbounded errors.
-fn tidy(response: &mut async_graphql::Response, budget: &ResponseBudget) {
+fn tidy(response: &mut async_graphql::Response, budget: &ResponseBudget, introspection: bool) {
     if budget.exceeded() {
         response.data = async_graphql::Value::Null;
     }
+    if !introspection {
+        hide_schema_details(&mut response.errors);
+    }
     tidy_errors(&mut response.errors);
+}
+
+/// With introspection off, the engine's validation messages ("Unknown field …", "Field "x" of
+/// type "Y" …") would rebuild the schema name by name, as tools like clairvoyance do: they are
+/// replaced by one sentence. Errors of ours (with a code) name nothing of the schema.
+fn hide_schema_details(errors: &mut [ServerError]) {
+    for error in errors {
+        let ours = error
+            .extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.get("code").is_some());
+        if !ours && error.path.is_empty() {
+            error.message = "the document does not match the schema (details are not shown \
+                             while introspection is disabled)"
+                .to_owned();
+        }
+    }
 }
 
 /// Bounds what errors a response carries, and gives async-graphql's own errors (parsing,
@@ -195,6 +330,32 @@ fn tidy_errors(errors: &mut Vec<ServerError>) {
     }
 }
 
+/// The parameters of a GET, as GraphQL over HTTP names them (`query`, `operationName`, and
+/// `variables`/`extensions` as JSON text). async-graphql's own reader expects `operation_name`, so
+/// a GET naming its operation ran the wrong one (or was refused as a mutation).
+fn parse_get(query_string: &str) -> Result<BatchRequest, Error> {
+    let mut request = async_graphql::Request::new("");
+    for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
+        match name.as_ref() {
+            "query" => request.query = value.into_owned(),
+            "operationName" => request.operation_name = Some(value.into_owned()),
+            "variables" => {
+                let json = serde_json::from_str(&value).map_err(|error| {
+                    Error::invalid("variables", format!("must be JSON ({error})"))
+                })?;
+                request.variables = async_graphql::Variables::from_json(json);
+            }
+            "extensions" => {
+                request.extensions = serde_json::from_str(&value).map_err(|error| {
+                    Error::invalid("extensions", format!("must be a JSON object ({error})"))
+                })?;
+            }
+            _ => {}
+        }
+    }
+    Ok(BatchRequest::Single(request))
+}
+
 /// A JSON body as one operation or a batch. async-graphql's own `BatchRequest` is an untagged enum,
 /// which makes serde copy the whole document into an intermediate tree first and, on a mistake,
 /// report only that it matched no variant; the first byte tells the two shapes apart.
@@ -217,48 +378,51 @@ fn parse_json_batch(body: &[u8]) -> Result<BatchRequest, ParseRequestError> {
     }
 }
 
-fn is_multipart(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        })
-}
-
-fn json_bytes(body: Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// A JSON content type, or a header no cross-site form or simple request can carry (so the browser
-/// would have asked first, as Apollo's CSRF prevention does).
-fn json_or_preflighted(headers: &HeaderMap) -> bool {
-    const PREFLIGHTED: [&str; 4] = [
+/// What may run. A POST must send JSON, as GraphQL over HTTP specifies: a cross-site form cannot
+/// set that content type without a preflight, which keeps mutations safe from CSRF. A GET (which
+/// any page can trigger with a link) runs only with a header no simple request can carry, as in
+/// Apollo's CSRF prevention.
+fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), (StatusCode, Error)> {
+    const PREFLIGHTED: [&str; 5] = [
         "authorization",
         "apollo-require-preflight",
+        "graphql-preflight",
         "x-apollo-operation-name",
         "x-requested-with",
     ];
-    let json = headers
+    if *method == Method::GET {
+        if PREFLIGHTED.iter().any(|name| headers.contains_key(*name)) {
+            return Ok(());
+        }
+        return Err((
+            StatusCode::BAD_REQUEST,
+            Error::invalid(
+                "headers",
+                "a GET must carry a header a cross-site page cannot send (Authorization, \
+                 GraphQL-Preflight: 1, Apollo-Require-Preflight or X-Requested-With); \
+                 a key in `?http_key=` alone is not enough",
+            ),
+        ));
+    }
+    let mime = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || mime.ends_with("+json")
-        })
-        .unwrap_or(false);
-    json || PREFLIGHTED.iter().any(|name| headers.contains_key(*name))
+        .map(|mime| mime.trim().to_ascii_lowercase());
+    match mime {
+        Some(mime) if mime == "application/json" || mime.ends_with("+json") => Ok(()),
+        Some(_) => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::invalid("Content-Type", "must be application/json"),
+        )),
+        None => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::invalid(
+                "Content-Type",
+                "is required: send the request as application/json",
+            ),
+        )),
+    }
 }
 
 /// Whether the operation a request would run is a mutation (unparseable: let execution report it).
@@ -289,47 +453,39 @@ fn role(keys: &Keys, request: &Request) -> Option<Role> {
     keys.role(&key)
 }
 
-fn unauthenticated() -> Response {
-    let mut response = error_response(Error::Unauthenticated(
-        "a valid key is required: send `Authorization: Bearer <key>` or `?http_key=<key>`"
-            .to_owned(),
-    ));
+fn unauthenticated(media: Media) -> Response {
+    let mut response = request_error(
+        media,
+        Error::Unauthenticated(
+            "a valid key is required: send `Authorization: Bearer <key>` or `?http_key=<key>`"
+                .to_owned(),
+        ),
+    );
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
-/// A GraphQL-shaped error body with the status of the error's code, for failures that happen
-/// before the request reaches the schema.
-fn error_response(error: Error) -> Response {
+/// An error found before the request reaches the schema: `{"errors":[…]}` (no `data`, no
+/// locations) with the status of the error's code.
+fn request_error(media: Media, error: Error) -> Response {
     let status = StatusCode::from_u16(error.code().http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut errors = vec![
-        error
-            .extend()
-            .into_server_error(async_graphql::Pos::default()),
-    ];
+    let mut errors = vec![super::error::request_error(&error)];
     tidy_errors(&mut errors);
-    (status, Json(async_graphql::Response::from_errors(errors))).into_response()
+    media.body(status, errors_body(&errors))
 }
 
-struct Rejection(ParseRequestError);
-
-impl From<ParseRequestError> for Rejection {
-    fn from(error: ParseRequestError) -> Self {
-        Rejection(error)
-    }
-}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        let error = match self.0 {
-            ParseRequestError::PayloadTooLarge => Error::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            },
-            other => Error::invalid("request", format!("not a valid GraphQL request: {other}")),
-        };
-        error_response(error)
+/// Why a body is not a GraphQL request, in one sentence.
+fn not_a_request(error: ParseRequestError) -> Error {
+    match error {
+        ParseRequestError::PayloadTooLarge => Error::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        },
+        ParseRequestError::InvalidRequest(reason) => {
+            Error::invalid("body", format!("is not a GraphQL request ({reason})"))
+        }
+        other => Error::invalid("body", format!("is not a GraphQL request ({other})")),
     }
 }

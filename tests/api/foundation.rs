@@ -243,7 +243,7 @@ async fn malformed_json_gets_400_with_a_clear_bad_user_input_error() {
         body["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("not a valid GraphQL request")
+            .contains("is not a GraphQL request")
     );
 }
 
@@ -273,7 +273,7 @@ async fn a_request_of_the_wrong_shape_says_what_is_wrong_with_it() {
         let reply: Value = response.json().await.unwrap();
         let message = reply["errors"][0]["message"].as_str().unwrap();
         assert!(
-            message.starts_with("invalid request: not a valid GraphQL request")
+            message.starts_with("invalid body: is not a GraphQL request (")
                 && message.contains(expected),
             "{body}: {message}"
         );

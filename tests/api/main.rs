@@ -10,6 +10,7 @@ mod durability;
 mod events;
 mod experiments;
 mod foundation;
+mod graphql_http;
 mod health;
 mod hostile;
 mod limits;

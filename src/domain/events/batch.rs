@@ -50,19 +50,33 @@ pub fn validate_batch(inputs: Vec<EventInput>, now: DateTime<Utc>) -> Result<Vec
     })
 }
 
-/// The first few errors in one line, so clients that only read `message` still learn what is wrong.
+/// Every bad event by index with its first problem, in one line: legacy clients read only
+/// `message`, so it must name them all (the details of each are in the error list).
 fn summary(errors: &[FieldError]) -> String {
-    const SHOWN: usize = 3;
-    let mut parts: Vec<String> = errors
-        .iter()
-        .take(SHOWN)
-        .map(|error| match error.index {
+    let mut parts: Vec<String> = Vec::new();
+    let mut previous_index = None;
+    let mut more_for_this_event = 0;
+    for error in errors {
+        if error.index.is_some() && error.index == previous_index {
+            more_for_this_event += 1;
+            continue;
+        }
+        if more_for_this_event > 0
+            && let Some(last) = parts.last_mut()
+        {
+            last.push_str(&format!(" (and {more_for_this_event} more)"));
+        }
+        more_for_this_event = 0;
+        previous_index = error.index;
+        parts.push(match error.index {
             Some(index) => format!("events[{index}].{} {}", error.field, error.reason),
             None => format!("{} {}", error.field, error.reason),
-        })
-        .collect();
-    if errors.len() > SHOWN {
-        parts.push(format!("and {} more", errors.len() - SHOWN));
+        });
+    }
+    if more_for_this_event > 0
+        && let Some(last) = parts.last_mut()
+    {
+        last.push_str(&format!(" (and {more_for_this_event} more)"));
     }
     parts.join("; ")
 }
@@ -167,7 +181,13 @@ mod tests {
                 (Some(3), "timestamp")
             ]
         );
-        assert!(error.to_string().starts_with("3 of 4 events are invalid"));
+        assert_eq!(
+            error.to_string(),
+            "3 of 4 events are invalid; nothing was stored: events[1].userId must not be empty \
+             (and 1 more); events[2].properties must be a JSON object (got array); \
+             events[3].timestamp must be RFC 3339 (e.g. 2026-01-31T12:00:00Z) or epoch \
+             seconds/milliseconds: premature end of input"
+        );
     }
 
     #[test]

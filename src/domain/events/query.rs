@@ -137,10 +137,13 @@ fn parse_filter(query: &UserEventsQuery) -> Result<Filter> {
         .check("until", validate::optional_timestamp(query.until.as_ref()))
         .flatten();
     let after = query.after.as_ref().and_then(|text| {
+        let cursor = EventCursor::decode(text).filter(|cursor| {
+            DateTime::from_timestamp_micros(cursor.timestamp_micros)
+                .is_some_and(|time| validate::storable_instant(time).is_ok())
+        });
         errors.check(
             "after",
-            EventCursor::decode(text)
-                .ok_or_else(|| "is not a cursor this server issued".to_owned()),
+            cursor.ok_or_else(|| "is not a cursor this server issued".to_owned()),
         )
     });
     let limit = match query.first {
