@@ -46,6 +46,10 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     #[error("the database is unavailable; try again shortly")]
     ServiceUnavailable,
+    #[error(
+        "the request did not finish within {seconds} s; retrying is safe for reads and event batches"
+    )]
+    Timeout { seconds: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -58,6 +62,7 @@ pub enum ErrorCode {
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    RequestTimeout,
     InternalServerError,
 }
 
@@ -84,6 +89,9 @@ impl ErrorCode {
             ErrorCode::NotFound => ("NOT_FOUND", 5, 404),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 3, 413),
             ErrorCode::ServiceUnavailable => ("SERVICE_UNAVAILABLE", 14, 503),
+            // Nakama would say 504 for DEADLINE_EXCEEDED; 408 tells clients the request, not an
+            // upstream, ran out of time, on both transports alike.
+            ErrorCode::RequestTimeout => ("REQUEST_TIMEOUT", 4, 408),
             ErrorCode::InternalServerError => ("INTERNAL_SERVER_ERROR", 13, 500),
         }
     }
@@ -98,6 +106,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+            Error::Timeout { .. } => ErrorCode::RequestTimeout,
             Error::Internal => ErrorCode::InternalServerError,
         }
     }
@@ -244,6 +253,7 @@ pub fn unwrap_shared(error: std::sync::Arc<Error>) -> Error {
         Error::NotFound(message) => Error::NotFound(message.clone()),
         Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
         Error::ServiceUnavailable => Error::ServiceUnavailable,
+        Error::Timeout { seconds } => Error::Timeout { seconds: *seconds },
         Error::Internal => Error::Internal,
     }
 }

@@ -10,7 +10,7 @@ use axum::{
     routing::get,
 };
 use serde_json::json;
-use tower_http::{classify::ServerErrorsFailureClass, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{classify::ServerErrorsFailureClass, trace::TraceLayer};
 
 use crate::{
     auth::Keys,
@@ -29,24 +29,23 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(services.health.clone());
+    // Each adapter times its requests out itself, so a 408 carries its protocol's error body;
+    // the probes and the playground answer from memory (the readiness probe has its own limit).
     Router::new()
         .merge(graphql::router(
             services.clone(),
             keys.clone(),
             introspection,
+            request_timeout,
         ))
         .merge(playground::router(introspection))
         .merge(probes)
-        .merge(rpc::router(services, keys))
+        .merge(rpc::router(services, keys, request_timeout))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_failure(log_failure),
         )
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
 }
 
 /// A request span named by the matched route (not the raw path, which may carry ids or keys).

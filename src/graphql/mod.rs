@@ -14,7 +14,7 @@ mod loaders;
 mod scalars;
 mod transport;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_graphql::{
     Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, dataloader::DataLoader,
@@ -105,8 +105,13 @@ pub fn build(services: Services, introspection: bool) -> AppSchema {
         .finish()
 }
 
-/// `/graphql` (GET and POST).
-pub fn router(services: Services, keys: Arc<Keys>, introspection: bool) -> Router {
+/// `/graphql` (GET and POST); a request running past `request_timeout` gets a 408 GraphQL error.
+pub fn router(
+    services: Services,
+    keys: Arc<Keys>,
+    introspection: bool,
+    request_timeout: Duration,
+) -> Router {
     let transport = transport::Transport::new(transport::Shared {
         schema: build(services.clone(), introspection),
         services,
@@ -116,6 +121,10 @@ pub fn router(services: Services, keys: Arc<Keys>, introspection: bool) -> Route
     });
     Router::new()
         .route("/graphql", get(transport::graphql).post(transport::graphql))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            transport::timeout,
+        ))
         .with_state(transport)
 }
 

@@ -1,13 +1,14 @@
 //! The GraphQL HTTP transport: the key, CSRF rules, the body limit, parse errors as JSON, batches,
 //! no mutations over GET, and whole replies of plain config reads kept by the config service.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, ServerError};
 use axum::{
     body::{Body, Bytes},
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    middleware::Next,
     response::Response,
 };
 
@@ -88,6 +89,24 @@ pub(super) async fn graphql(State(transport): State<Transport>, request: Request
     match reply {
         Ok(cacheable) => media.body(StatusCode::OK, cacheable),
         Err(response) => response,
+    }
+}
+
+/// A request running past the timeout: a 408 with a GraphQL error body, not an empty reply.
+pub(super) async fn timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let media = Media::accepted(request.headers());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => request_error(
+            media,
+            Error::Timeout {
+                seconds: limit.as_secs(),
+            },
+        ),
     }
 }
 

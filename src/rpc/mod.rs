@@ -6,23 +6,24 @@ mod calls;
 mod payload;
 mod replies;
 
-use std::sync::Arc;
+use std::{io::Read, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::any,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use percent_encoding::percent_decode_str;
-use tower_http::{compression::CompressionLayer, decompression::RequestDecompressionLayer};
+use tower_http::compression::CompressionLayer;
 
 use crate::{
     auth::{self, Keys, Role},
-    body::{self, BodyError},
+    body::{self, BodyError, MAX_BODY_BYTES},
     domain::{
         Services,
         config::replies::{ReplyKey, ReplyScope},
@@ -53,14 +54,29 @@ pub fn decode_event_batch(text: &str) -> Result<Vec<crate::domain::events::Event
 struct Rpc(Arc<(Services, Arc<Keys>)>);
 
 /// `/v2/rpc/{id}` for every method, as Nakama routes it.
-pub fn router(services: Services, keys: Arc<Keys>) -> Router {
-    // Nakama decompresses gzip/deflate request bodies and gzips replies for clients that ask.
+pub fn router(services: Services, keys: Arc<Keys>, request_timeout: Duration) -> Router {
+    // Nakama gzips replies for clients that ask; request bodies are decompressed in the handler,
+    // after the key and the id are checked, in Nakama's order.
     Router::new()
         .route("/v2/rpc/", any(handle))
         .route("/v2/rpc/{*id}", any(handle))
-        .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            timeout,
+        ))
         .layer(CompressionLayer::new().gzip(true))
         .with_state(Rpc(Arc::new((services, keys))))
+}
+
+/// A request running past the timeout gets Nakama's error body (code 4, DEADLINE_EXCEEDED) with
+/// status 408, not an empty reply.
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error_reply(&Error::Timeout {
+            seconds: limit.as_secs(),
+        }),
+    }
 }
 
 /// Entry point for every method on `/v2/rpc/` and below.
@@ -179,19 +195,55 @@ async fn read_payload(
 
 async fn read_body(request: Request) -> Result<Bytes, Response> {
     let (parts, body) = request.into_parts();
-    match body::read(&parts.headers, body).await {
-        Ok(body) => Ok(body),
-        Err(BodyError::TooLarge) => {
-            let mut response = json_reply(StatusCode::BAD_REQUEST, TOO_LARGE);
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(response)
-        }
+    let raw = match body::read(&parts.headers, body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Err(too_large()),
         Err(BodyError::Unreadable) => {
-            Err(error_reply(&Error::invalid("body", "could not be read")))
+            return Err(transport_error("request body could not be read"));
         }
+    };
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_ascii_lowercase());
+    // Nakama decompresses gzip and deflate and reads any other encoding as it is.
+    let inflated = match encoding.as_deref() {
+        Some("gzip" | "x-gzip") => inflate(flate2::read::GzDecoder::new(&raw[..])),
+        Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&raw[..])),
+        _ => return Ok(raw),
+    };
+    inflated.map_err(|error| match error {
+        BodyError::TooLarge => too_large(),
+        BodyError::Unreadable => transport_error("request body could not be decompressed"),
+    })
+}
+
+/// A decompressed body, at most the body limit (a small compressed body can expand enormously).
+fn inflate(decoder: impl Read) -> Result<Bytes, BodyError> {
+    let mut body = Vec::new();
+    decoder
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| BodyError::Unreadable)?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(BodyError::TooLarge);
     }
+    Ok(Bytes::from(body))
+}
+
+fn too_large() -> Response {
+    let mut response = json_reply(StatusCode::BAD_REQUEST, TOO_LARGE);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A transport problem in Nakama's error shape, `error` a string equal to `message` (code 3).
+fn transport_error(message: &str) -> Response {
+    let body = serde_json::json!({ "code": 3, "error": message, "message": message });
+    json_reply(StatusCode::BAD_REQUEST, body.to_string())
 }
 
 fn success(reply: String, unwrap: bool, content_type: Option<HeaderValue>) -> Response {

@@ -768,3 +768,52 @@ async fn error_responses_are_bounded_in_count_and_length() {
     let size = many.to_string().len();
     assert!(size < 16_384, "{size} bytes of errors");
 }
+
+/// A request stuck past the timeout gets 408 with its protocol's error body on both transports,
+/// never an empty reply.
+#[tokio::test]
+async fn timeouts_answer_408_with_an_error_body_on_both_transports() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let app = TestApp::spawn_with(TestDatabase::create().await, |config| {
+        config.server.request_timeout_secs = 1;
+    })
+    .await;
+    let blocker = app.database.connect().await;
+    let transaction = blocker.begin().await.unwrap();
+    // Hold the events table so every batch waits longer than the timeout.
+    let hold = if app.database.is_postgres() {
+        "LOCK TABLE analytics_events IN ACCESS EXCLUSIVE MODE"
+    } else {
+        "INSERT INTO analytics_events (event_id, user_id, event_name, event_timestamp, received_at, properties) \
+         VALUES ('blocker', 'b', 'e', '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z', '{}')"
+    };
+    transaction.execute_unprepared(hold).await.unwrap();
+
+    let (status, body) = app
+        .gql_as(
+            Some(HTTP_KEY),
+            COLLECT,
+            json!({"e": [{"userId": "u", "eventName": "e"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "REQUEST_TIMEOUT",
+        "{body}"
+    );
+    let (status, reply) = rpc(
+        &app,
+        "AnalyticsCollectEvents",
+        HTTP_KEY,
+        &json!({"events": [{"userId": "u", "eventName": "e"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{reply}");
+    assert_eq!(reply["code"], 4, "{reply}");
+    assert!(
+        reply["error"].is_string() && reply["message"].as_str().unwrap().contains("1 s"),
+        "{reply}"
+    );
+    transaction.rollback().await.unwrap();
+}

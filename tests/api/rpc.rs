@@ -696,3 +696,91 @@ async fn a_repeated_fetch_remote_config_is_served_from_cache_in_both_forms_until
     let after_write = app.rpc("FetchRemoteConfig", HTTP_KEY, payload).await;
     assert_eq!(after_write.payload()["config"], json!({"coins": 99}));
 }
+
+/// Nakama checks the key, then the method and id, then reads the body: an encoding it cannot
+/// decode changes nothing before that. Unknown encodings are read as they are; a corrupt gzip body
+/// is a 400 whose `error` is a string, like every transport error.
+#[tokio::test]
+async fn content_encodings_are_handled_after_the_key_in_nakamas_order() {
+    let app = TestApp::spawn().await;
+    let send = |method: reqwest::Method, path: &str, encoding: &'static str, body: Vec<u8>| {
+        app.client
+            .request(method, app.url(path))
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+    let no_key = send(
+        reqwest::Method::POST,
+        "/v2/rpc/HealthCheck",
+        "br",
+        b"\"\"".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    let put = send(
+        reqwest::Method::PUT,
+        "/v2/rpc/HealthCheck",
+        "br",
+        b"\"\"".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(put.status(), StatusCode::NOT_IMPLEMENTED);
+    let unknown = send(
+        reqwest::Method::POST,
+        "/v2/rpc/HealthCheck?http_key=defaulthttpkey",
+        "br",
+        b"\"\"".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        unknown.status(),
+        StatusCode::OK,
+        "an unknown encoding is read as it is"
+    );
+    let corrupt = send(
+        reqwest::Method::POST,
+        "/v2/rpc/HealthCheck?http_key=defaulthttpkey",
+        "gzip",
+        b"\x1f\x8b\x08\x00not gzip at all".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(corrupt.status(), StatusCode::BAD_REQUEST);
+    let body: Value = corrupt.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body["error"], body["message"]);
+}
+
+/// Legacy clients read only `message`: a bad batch names every bad event in it.
+#[tokio::test]
+async fn a_bad_batch_message_names_every_bad_event() {
+    let app = TestApp::spawn().await;
+    let events: Vec<Value> = (0..6)
+        .map(|i| json!({"userId": "u", "eventName": if i == 2 { "fine" } else { "bad name" }}))
+        .collect();
+    let reply = app
+        .rpc(
+            "AnalyticsCollectEvents",
+            HTTP_KEY,
+            json!({"events": events}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("5 of 6 events are invalid"),
+        "{message}"
+    );
+    for index in [0, 1, 3, 4, 5] {
+        assert!(
+            message.contains(&format!("events[{index}].eventName")),
+            "{message}"
+        );
+    }
+    assert!(!message.contains("events[2]"), "{message}");
+}
