@@ -45,20 +45,29 @@ const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 /// the http key can send new documents.
 const MAX_CACHED_TEXT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Checked documents by query text, shared with the transport (which completes responses along
+/// the same document).
+pub type Documents = Cache<String, Arc<ExecutableDocument>>;
+
+/// An empty cache of checked documents.
+pub fn documents() -> Documents {
+    Cache::builder()
+        .max_capacity(MAX_CACHED_TEXT_BYTES)
+        .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
+        .build()
+}
+
 pub struct DocumentGuard {
-    documents: Cache<String, Arc<ExecutableDocument>>,
+    documents: Documents,
     introspection: bool,
 }
 
 impl DocumentGuard {
     /// With `introspection` false, documents that read `__schema` or `__type` are refused.
-    pub fn new(introspection: bool) -> Self {
+    pub fn new(introspection: bool, documents: Documents) -> Self {
         DocumentGuard {
             introspection,
-            documents: Cache::builder()
-                .max_capacity(MAX_CACHED_TEXT_BYTES)
-                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
-                .build(),
+            documents,
         }
     }
 }
@@ -73,7 +82,7 @@ impl ExtensionFactory for DocumentGuard {
 }
 
 struct DocumentGuardExtension {
-    documents: Cache<String, Arc<ExecutableDocument>>,
+    documents: Documents,
     introspection: bool,
 }
 

@@ -4,6 +4,7 @@
 
 mod budget;
 mod cacheable;
+mod complete;
 mod config;
 mod error;
 mod events;
@@ -78,8 +79,9 @@ fn page_size(first: Option<i32>) -> usize {
     first.min(crate::domain::events::MAX_PAGE) as usize
 }
 
-/// The executable schema, with the services and loaders resolvers call.
-pub fn build(services: Services, introspection: bool) -> AppSchema {
+/// The executable schema, with the services and loaders resolvers call; checked documents are
+/// kept in `documents`.
+fn build(services: Services, introspection: bool, documents: guard::Documents) -> AppSchema {
     // Depth is limited by the guard, which tells data from introspection (the standard
     // introspection query nests deeper than any data query may).
     let builder = schema()
@@ -92,7 +94,7 @@ pub fn build(services: Services, introspection: bool) -> AppSchema {
         builder.disable_introspection().disable_suggestions()
     };
     builder
-        .extension(guard::DocumentGuard::new(introspection))
+        .extension(guard::DocumentGuard::new(introspection, documents))
         .data(DataLoader::new(
             loaders::ExperimentLoader(services.clone()),
             tokio::spawn,
@@ -112,11 +114,14 @@ pub fn router(
     introspection: bool,
     request_timeout: Duration,
 ) -> Router {
+    let documents = guard::documents();
     let transport = transport::Transport::new(transport::Shared {
-        schema: build(services.clone(), introspection),
+        schema: build(services.clone(), introspection, documents.clone()),
+        documents,
+        shapes: tokio::sync::OnceCell::new(),
         services,
         keys,
-        documents: cacheable::CacheableDocuments::new(),
+        plain_config_reads: cacheable::CacheableDocuments::new(),
         introspection,
     });
     Router::new()

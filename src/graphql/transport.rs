@@ -12,7 +12,15 @@ use axum::{
     response::Response,
 };
 
-use super::{AppSchema, budget::ResponseBudget, cacheable::CacheableDocuments};
+use tokio::sync::OnceCell;
+
+use super::{
+    AppSchema,
+    budget::ResponseBudget,
+    cacheable::CacheableDocuments,
+    complete::{Shapes, complete},
+    guard::Documents,
+};
 use crate::{
     auth::{self, Keys, Role},
     body::{self, BodyError, MAX_BODY_BYTES},
@@ -41,7 +49,12 @@ pub(super) struct Shared {
     pub schema: AppSchema,
     pub services: Services,
     pub keys: Arc<Keys>,
-    pub documents: CacheableDocuments,
+    /// Which documents are plain config reads, whose replies may be kept.
+    pub plain_config_reads: CacheableDocuments,
+    /// Checked documents by text, filled by the guard as requests run.
+    pub documents: Documents,
+    /// Field types for completing responses, read from the schema on first use.
+    pub shapes: OnceCell<Shapes>,
     /// Whether the schema may be introspected; when not, engine errors are kept vague.
     pub introspection: bool,
 }
@@ -49,6 +62,33 @@ pub(super) struct Shared {
 impl Transport {
     pub fn new(shared: Shared) -> Self {
         Transport(Arc::new(shared))
+    }
+}
+
+impl Shared {
+    /// Key order and null propagation along the request's document (see `complete`).
+    async fn complete(
+        &self,
+        query: &str,
+        operation: Option<&str>,
+        response: &mut async_graphql::Response,
+    ) {
+        if response.data == async_graphql::Value::Null && response.errors.is_empty() {
+            return;
+        }
+        let document = match self.documents.get(query) {
+            Some(document) => document,
+            // Long documents are not cached; they parsed once already, so they parse again.
+            None => match async_graphql::parser::parse_query(query) {
+                Ok(document) => Arc::new(document),
+                Err(_) => return,
+            },
+        };
+        let shapes = self
+            .shapes
+            .get_or_init(|| async { Shapes::of(&super::schema().finish()).await })
+            .await;
+        complete(shapes, &document, operation, response);
     }
 }
 
@@ -161,21 +201,29 @@ async fn run(
     let budget = ResponseBudget::default();
     match batch {
         BatchRequest::Single(single) => {
-            let cacheable = !is_get && state.documents.is_cacheable(&single.query);
+            let cacheable = !is_get && state.plain_config_reads.is_cacheable(&single.query);
+            let (query, operation) = (single.query.clone(), single.operation_name.clone());
             let mut response = state
                 .schema
                 .execute(single.data(role).data(budget.clone()))
                 .await;
+            state
+                .complete(&query, operation.as_deref(), &mut response)
+                .await;
             tidy(&mut response, &budget, state.introspection);
-            let complete = response.is_ok();
+            let succeeded = response.is_ok();
             let (status, body) = media.shape(response);
-            if cacheable && complete && status == StatusCode::OK {
+            if cacheable && succeeded && status == StatusCode::OK {
                 Ok(body)
             } else {
                 Err(media.body(status, body))
             }
         }
         BatchRequest::Batch(operations) => {
+            let documents: Vec<(String, Option<String>)> = operations
+                .iter()
+                .map(|operation| (operation.query.clone(), operation.operation_name.clone()))
+                .collect();
             // One budget for the whole HTTP response, however many operations it carries.
             let batch = BatchRequest::Batch(operations)
                 .data(role)
@@ -185,7 +233,8 @@ async fn run(
                 return Err(request_error(media, Error::Internal));
             };
             let mut bodies = Vec::with_capacity(responses.len());
-            for response in &mut responses {
+            for (response, (query, operation)) in responses.iter_mut().zip(&documents) {
+                state.complete(query, operation.as_deref(), response).await;
                 tidy(response, &budget, state.introspection);
             }
             for response in responses {

@@ -261,3 +261,62 @@ async fn instants_outside_years_1_to_9999_are_refused_on_both_backends() {
         );
     }
 }
+
+/// Keys come in the order of the selection set, every time (the executor used to put root fields
+/// in the order they completed).
+#[tokio::test]
+async fn response_keys_follow_the_selection_set() {
+    let app = TestApp::spawn().await;
+    let query = "{ zeta: health { version status } alpha: activeExperiments { id } __typename mid: remoteConfig(userId: \"u\") { version userId } }";
+    for _ in 0..5 {
+        let text = app
+            .graphql_post()
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let positions: Vec<usize> = [
+            "\"zeta\"",
+            "\"alpha\"",
+            "\"__typename\"",
+            "\"mid\"",
+            "\"version\":0",
+            "\"userId\"",
+        ]
+        .iter()
+        .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
+        .collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+    }
+}
+
+/// A failed non-null field nulls its nearest nullable parent: a root field of type `Assignment!`
+/// nulls `data`; a nullable field fails alone and is present as null.
+#[tokio::test]
+async fn failed_fields_null_their_nearest_nullable_parent() {
+    let app = TestApp::spawn().await;
+    let (_, root) = app
+        .gql_as(
+            Some(HTTP_KEY),
+            "{ health { status } experimentAssignment(userId: \"u\", experimentId: \"nope\") { cohort } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(root["data"], Value::Null, "{root}");
+    assert_eq!(root["errors"][0]["path"], json!(["experimentAssignment"]));
+    let (_, nullable) = app
+        .gql_as(
+            Some(crate::helpers::ADMIN_KEY),
+            "{ experiment(id: \"no such id!\") { id } health { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        nullable["data"],
+        json!({"experiment": null, "health": {"status": "ok"}}),
+        "{nullable}"
+    );
+}
