@@ -11,7 +11,13 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{auth::Keys, config::Config, db, domain::Services, http};
+use crate::{
+    auth::Keys,
+    config::Config,
+    db,
+    domain::{CacheBudget, Services},
+    http,
+};
 
 pub struct App {
     listener: TcpListener,
@@ -139,7 +145,12 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         .await
         .context("cannot open the event-history connections")?;
     Ok(http::router(
-        Services::new(connection, history, ttl),
+        Services::new(
+            connection,
+            history,
+            ttl,
+            CacheBudget::of_total(config.cache.memory_bytes()),
+        ),
         Arc::new(Keys::new(&config.keys)),
         !config.server.disable_introspection,
         Duration::from_secs(config.server.request_timeout_secs.max(1)),

@@ -206,11 +206,24 @@ pub struct CacheConfig {
         global = true
     )]
     pub config_ttl_secs: u64,
+    /// Memory for every cache of assignments, config fetches and whole replies together, in MiB;
+    /// entries are weighed by their size, so a launch of new players cannot grow them past it.
+    #[arg(
+        long = "cache-memory-mb",
+        env = "OCTP_CACHE_MEMORY_MB",
+        default_value_t = 64,
+        global = true
+    )]
+    pub memory_mb: u64,
 }
 
 impl CacheConfig {
     pub fn config_ttl(&self) -> Duration {
         Duration::from_secs(self.config_ttl_secs)
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mb.max(1).saturating_mul(1024 * 1024)
     }
 }
 
@@ -252,6 +265,7 @@ impl Config {
             },
             cache: CacheConfig {
                 config_ttl_secs: 60,
+                memory_mb: 64,
             },
             log: LogConfig {
                 level: "info".to_owned(),

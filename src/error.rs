@@ -207,7 +207,14 @@ impl FieldErrors {
 
 impl From<DbErr> for Error {
     fn from(error: DbErr) -> Self {
-        if is_unavailable(&error) {
+        Error::from(&error)
+    }
+}
+
+/// A database error several requests share (one failed group write answers all its waiters).
+impl From<&DbErr> for Error {
+    fn from(error: &DbErr) -> Self {
+        if is_unavailable(error) {
             tracing::warn!(error = %error, "database unavailable");
             Error::ServiceUnavailable
         } else {

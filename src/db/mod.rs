@@ -1,6 +1,7 @@
 //! Database access: connecting (backend picked by URL scheme, pool sizing, SQLite pragmas),
 //! migrations, and the SeaORM entities.
 
+pub mod assignments;
 pub mod entities;
 pub mod ingest;
 

@@ -6,8 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     sea_query::OnConflict,
 };
 
@@ -15,6 +14,7 @@ use crate::{
     auth::Role,
     db::{
         WriteGate,
+        assignments::AssignmentWriter,
         entities::{experiment_metadata, user_experiment_assignment},
     },
     domain::{
@@ -28,6 +28,9 @@ use crate::{
 
 /// The experiment id reserved for the global default config.
 pub const GLOBAL: &str = "global";
+/// What a cache entry costs beyond its strings: the cache's own node, the key and value structs,
+/// the `Arc` and allocator rounding (measured roughly from RSS growth per entry).
+pub const ENTRY_OVERHEAD_BYTES: usize = 192;
 /// Whether an upserted experiment is switched on when the input does not say.
 pub const DEFAULT_ACTIVE: bool = true;
 const MAX_DESCRIPTION_CHARS: usize = 4096;
@@ -121,13 +124,22 @@ struct Inner {
     /// (user, experiment) → assignment. Assignments are sticky, so a hit stays right as long as
     /// its cohort still exists, which is checked on every read.
     assignments: Cache<(String, String), Arc<Assignment>>,
+    /// Stores first assignments in groups.
+    first_assignments: AssignmentWriter,
     changes: Changes,
 }
 
 impl ExperimentService {
-    pub fn new(db: DatabaseConnection, writes: WriteGate, changes: Changes, ttl: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        writes: WriteGate,
+        changes: Changes,
+        ttl: Duration,
+        assignment_bytes: u64,
+    ) -> Self {
         ExperimentService {
             inner: Arc::new(Inner {
+                first_assignments: AssignmentWriter::start(db.clone(), writes.clone()),
                 db,
                 writes,
                 changes,
@@ -137,7 +149,16 @@ impl ExperimentService {
                     .build(),
                 all: Cache::builder().max_capacity(1).time_to_live(ttl).build(),
                 assignments: Cache::builder()
-                    .max_capacity(1_000_000)
+                    .max_capacity(assignment_bytes)
+                    .weigher(|key: &(String, String), assignment: &Arc<Assignment>| {
+                        let bytes = ENTRY_OVERHEAD_BYTES
+                            + key.0.len()
+                            + key.1.len()
+                            + assignment.user_id.len()
+                            + assignment.experiment_id.len()
+                            + assignment.cohort.len();
+                        u32::try_from(bytes).unwrap_or(u32::MAX)
+                    })
                     .time_to_idle(Duration::from_secs(600))
                     .build(),
             }),
@@ -270,44 +291,33 @@ impl ExperimentService {
         user_id: &UserId,
         experiment: &Experiment,
     ) -> Result<Assignment> {
+        let drawn = assignment::assign(&experiment.salt, user_id, &experiment.cohorts);
+        // Concurrent first requests of one user race here; the unique (user, experiment) index
+        // keeps the first stored row, and every request gets that row back.
+        let stored = self
+            .inner
+            .first_assignments
+            .assign(user_id, &experiment.id, drawn)
+            .await
+            .map_err(|error| Error::from(error.as_ref()))?;
+        if experiment.cohorts.contains(&stored.cohort) {
+            return Ok(stored.into());
+        }
+        // Its cohort was removed: draw again. The update is conditional on the old cohort, so
+        // concurrent reassignments settle on one row.
         let db = &self.inner.db;
-        let stored = find_assignment(db, user_id, &experiment.id).await?;
-        let cohort = assignment::assign(&experiment.salt, user_id, &experiment.cohorts).to_owned();
-        let _turn = self.inner.writes.enter().await;
-        match stored {
-            Some(stored) if experiment.cohorts.contains(&stored.cohort) => return Ok(stored.into()),
-            Some(stored) => {
-                // Its cohort was removed: draw again. The update is conditional on the old cohort,
-                // so concurrent reassignments settle on one row.
-                user_experiment_assignment::Entity::update_many()
-                    .col_expr(user_experiment_assignment::Column::Cohort, cohort.into())
-                    .col_expr(
-                        user_experiment_assignment::Column::AssignedAt,
-                        validate::truncate_to_micros(Utc::now()).into(),
-                    )
-                    .filter(user_experiment_assignment::Column::Id.eq(stored.id))
-                    .filter(user_experiment_assignment::Column::Cohort.eq(stored.cohort))
-                    .exec(db)
-                    .await?;
-            }
-            None => {
-                // Concurrent first requests race here; the unique (user, experiment) index lets
-                // exactly one insert win and the others read the winner's row below.
-                let row = user_experiment_assignment::ActiveModel {
-                    id: NotSet,
-                    user_id: Set(user_id.to_string()),
-                    experiment_id: Set(experiment.id.clone()),
-                    cohort: Set(cohort),
-                    assigned_at: Set(validate::truncate_to_micros(Utc::now())),
-                };
-                user_experiment_assignment::Entity::insert(row)
-                    .on_conflict_do_nothing_on([
-                        user_experiment_assignment::Column::UserId,
-                        user_experiment_assignment::Column::ExperimentId,
-                    ])
-                    .exec_without_returning(db)
-                    .await?;
-            }
+        {
+            let _turn = self.inner.writes.enter().await;
+            user_experiment_assignment::Entity::update_many()
+                .col_expr(user_experiment_assignment::Column::Cohort, drawn.into())
+                .col_expr(
+                    user_experiment_assignment::Column::AssignedAt,
+                    validate::truncate_to_micros(Utc::now()).into(),
+                )
+                .filter(user_experiment_assignment::Column::Id.eq(stored.id))
+                .filter(user_experiment_assignment::Column::Cohort.eq(stored.cohort))
+                .exec(db)
+                .await?;
         }
         find_assignment(db, user_id, &experiment.id)
             .await?

@@ -20,6 +20,25 @@ use self::{
 };
 use crate::db::WriteGate;
 
+/// How the cache memory is shared: first assignments are the most numerous entries (one per player
+/// and experiment), fetches hold configs, whole replies repeat what fetches hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheBudget {
+    pub assignments: u64,
+    pub fetches: u64,
+    pub replies: u64,
+}
+
+impl CacheBudget {
+    pub fn of_total(bytes: u64) -> Self {
+        CacheBudget {
+            assignments: bytes / 100 * 45,
+            fetches: bytes / 100 * 35,
+            replies: bytes / 100 * 20,
+        }
+    }
+}
+
 /// The domain services, handed to both adapters (cheap to clone).
 #[derive(Clone)]
 pub struct Services {
@@ -30,18 +49,30 @@ pub struct Services {
 }
 
 impl Services {
-    /// Wires the services over one connection pool; `history` serves event-history reads and
-    /// `ttl` bounds every cache of experiments and configs.
-    pub fn new(db: DatabaseConnection, history: DatabaseConnection, ttl: Duration) -> Self {
+    /// Wires the services over one connection pool; `history` serves event-history reads, `ttl`
+    /// bounds every cache of experiments and configs in time and `caches` in memory.
+    pub fn new(
+        db: DatabaseConnection,
+        history: DatabaseConnection,
+        ttl: Duration,
+        caches: CacheBudget,
+    ) -> Self {
         let writes = WriteGate::for_connection(&db);
         let changes = Changes::default();
-        let experiments = ExperimentService::new(db.clone(), writes.clone(), changes.clone(), ttl);
+        let experiments = ExperimentService::new(
+            db.clone(),
+            writes.clone(),
+            changes.clone(),
+            ttl,
+            caches.assignments,
+        );
         let config = ConfigService::new(
             db.clone(),
             writes.clone(),
             changes,
             experiments.clone(),
             ttl,
+            caches,
         );
         Services {
             events: EventService::new(db.clone(), history, writes),

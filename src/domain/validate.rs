@@ -134,6 +134,28 @@ fn storable_json(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Memory a parsed JSON value takes, roughly: each node's enum and container slot, plus its text.
+pub fn estimated_json_bytes(value: &Value) -> usize {
+    const NODE_BYTES: usize = 48;
+    let mut total = 0;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        total += NODE_BYTES;
+        match value {
+            Value::String(text) => total += text.len(),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(entries) => {
+                for (key, item) in entries {
+                    total += key.len() + NODE_BYTES;
+                    pending.push(item);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    total
+}
+
 /// Free text (descriptions): any length the caller allows, line breaks and tabs allowed, but no
 /// other control character (NUL, which PostgreSQL cannot store, among them).
 pub fn free_text(value: &str) -> Result<(), String> {

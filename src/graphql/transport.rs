@@ -1,5 +1,7 @@
-//! The GraphQL HTTP transport: the key, CSRF rules, the body limit, parse errors as JSON, batches,
-//! no mutations over GET, and whole replies of plain config reads kept by the config service.
+//! The GraphQL HTTP transport, as GraphQL over HTTP specifies it: the key, CSRF rules, the body
+//! limit, content negotiation and status codes, request errors, batches, no mutations over GET,
+//! completed responses (`complete`), bounded errors, and whole replies of plain config reads kept by
+//! the config service.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +13,6 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-
 use tokio::sync::OnceCell;
 
 use super::{

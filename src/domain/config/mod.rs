@@ -28,9 +28,10 @@ use crate::{
     auth::Role,
     db::WriteGate,
     domain::{
+        CacheBudget,
         assignment::DEFAULT_COHORT,
         changes::Changes,
-        experiments::{Assignment, ExperimentService, GLOBAL},
+        experiments::{Assignment, ENTRY_OVERHEAD_BYTES, ExperimentService, GLOBAL},
         ids::{Slug, UserId},
         validate,
     },
@@ -90,6 +91,27 @@ pub struct RemoteConfig {
     pub fetched_at: Instant,
 }
 
+impl RemoteConfig {
+    /// Memory the answer holds: its strings, its config and its assignments.
+    fn estimated_bytes(&self) -> usize {
+        let assignments: usize = self
+            .assignments
+            .iter()
+            .map(|assignment| {
+                ENTRY_OVERHEAD_BYTES / 2
+                    + assignment.user_id.len()
+                    + assignment.experiment_id.len()
+                    + assignment.cohort.len()
+            })
+            .sum();
+        self.user_id.len()
+            + self.experiment_id.as_ref().map_or(0, String::len)
+            + self.cohort.as_ref().map_or(0, String::len)
+            + validate::estimated_json_bytes(&self.config)
+            + assignments
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigVariant {
     /// None for the global default.
@@ -143,6 +165,7 @@ impl ConfigService {
         changes: Changes,
         experiments: ExperimentService,
         ttl: Duration,
+        caches: CacheBudget,
     ) -> Self {
         ConfigService {
             inner: Arc::new(Inner {
@@ -150,9 +173,16 @@ impl ConfigService {
                 writes,
                 changes,
                 experiments,
-                replies: ReplyCache::new(ttl),
+                replies: ReplyCache::new(ttl, caches.replies),
                 fetches: Cache::builder()
-                    .max_capacity(200_000)
+                    .max_capacity(caches.fetches)
+                    .weigher(|key: &FetchKey, fetched: &Arc<RemoteConfig>| {
+                        let bytes = ENTRY_OVERHEAD_BYTES
+                            + key.1.len()
+                            + key.2.as_ref().map_or(0, String::len)
+                            + fetched.estimated_bytes();
+                        u32::try_from(bytes).unwrap_or(u32::MAX)
+                    })
                     .time_to_live(ttl)
                     .build(),
                 variants: Cache::builder().max_capacity(4).time_to_live(ttl).build(),

@@ -18,12 +18,10 @@ use std::{
 use bytes::Bytes;
 use moka::{Expiry, sync::Cache};
 
-use crate::auth::Role;
+use crate::{auth::Role, domain::experiments::ENTRY_OVERHEAD_BYTES};
 
 /// Request bodies above this size are not cached (a config read is a few hundred bytes).
 const MAX_CACHED_REQUEST_BYTES: usize = 4 * 1024;
-/// Bytes of keys and replies held at most.
-const MAX_CACHED_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Which adapter a reply was built by, so equal request bytes of the two never share an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,12 +84,14 @@ pub(super) struct CachedReply {
 }
 
 impl ReplyCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// Replies kept at most `bytes` of memory (keys, bodies and per-entry overhead).
+    pub fn new(ttl: Duration, bytes: u64) -> Self {
         ReplyCache {
             entries: Cache::builder()
-                .max_capacity(MAX_CACHED_BYTES)
+                .max_capacity(bytes)
                 .weigher(|key: &ReplyKey, entry: &Arc<Entry>| {
-                    u32::try_from(key.request.len() + entry.body.len()).unwrap_or(u32::MAX)
+                    let bytes = ENTRY_OVERHEAD_BYTES + key.request.len() + entry.body.len();
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilStale)
                 .build(),
@@ -180,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_lives_until_its_oldest_fetch_expires_and_only_in_its_generation() {
-        let cache = ReplyCache::new(Duration::from_secs(60));
+        let cache = ReplyCache::new(Duration::from_secs(60), 1024 * 1024);
         let key = ReplyKey::new(ReplyScope::GraphQL, Role::Client, b"{}").unwrap();
         let freshness = Arc::new(Freshness::default());
         observing(freshness.clone(), async {

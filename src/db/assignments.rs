@@ -1,0 +1,173 @@
+//! First assignments, stored in groups. A launch brings many new players at once and each first
+//! fetch stores an assignment; committed one by one they are bounded by the commit rate. Here every
+//! request queues its (user, experiment, drawn cohort) and a few writer tasks take whatever is queued
+//! and store it with one multi-row `INSERT … ON CONFLICT DO NOTHING`, then read back the stored row
+//! of every key in one SELECT. No one waits on a timer: requests that arrive while a group is being
+//! written form the next group. Each waiter is answered only after its row is committed, with the
+//! row that is stored (its own, or the one a concurrent request stored first).
+
+use std::sync::Arc;
+
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{
+    db::{
+        Backend, WriteGate,
+        entities::user_experiment_assignment::{ActiveModel, Column, Entity, Model},
+    },
+    domain::validate,
+};
+
+/// Most rows in one group: 64 × 4 bind parameters stays far below every backend's limit.
+const MAX_GROUP: usize = 64;
+/// Requests queued at most; beyond it a request waits for room (back-pressure, not loss).
+const QUEUE: usize = 4_096;
+
+/// Why a group could not be stored; shared by every waiter of the group.
+pub type WriteError = Arc<DbErr>;
+
+struct Pending {
+    user_id: String,
+    experiment_id: String,
+    cohort: String,
+    reply: oneshot::Sender<Result<Model, WriteError>>,
+}
+
+/// Queues first assignments for the writer tasks.
+#[derive(Clone)]
+pub struct AssignmentWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AssignmentWriter {
+    /// Starts the writer tasks: a few on PostgreSQL (groups commit in parallel), one on SQLite
+    /// (one writer at a time anyway).
+    pub fn start(db: DatabaseConnection, writes: WriteGate) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match Backend::of(&db) {
+            Backend::Postgres => 4,
+            Backend::Sqlite => 1,
+        };
+        for _ in 0..writers {
+            let (db, writes, receiver) = (db.clone(), writes.clone(), receiver.clone());
+            tokio::spawn(async move {
+                while let Some(group) = next_group(&receiver).await {
+                    store(&db, &writes, group).await;
+                }
+            });
+        }
+        AssignmentWriter { queue }
+    }
+
+    /// The stored assignment of `user_id` in `experiment_id`: `cohort` if none was stored before,
+    /// else the stored one. Returns once that row is committed.
+    pub async fn assign(
+        &self,
+        user_id: &str,
+        experiment_id: &str,
+        cohort: &str,
+    ) -> Result<Model, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            user_id: user_id.to_owned(),
+            experiment_id: experiment_id.to_owned(),
+            cohort: cohort.to_owned(),
+            reply,
+        };
+        let stopped = || {
+            Arc::new(DbErr::Custom(
+                "the assignment writer has stopped".to_owned(),
+            ))
+        };
+        self.queue.send(pending).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Everything queued right now, up to a group; waits only for the first.
+async fn next_group(receiver: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match receiver.try_recv() {
+            Ok(pending) => group.push(pending),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+async fn store(db: &DatabaseConnection, writes: &WriteGate, group: Vec<Pending>) {
+    let outcome = {
+        let _turn = writes.enter().await;
+        insert_then_read(db, &group).await
+    };
+    match outcome {
+        Ok(stored) => {
+            for pending in group {
+                let row = stored
+                    .iter()
+                    .find(|row| {
+                        row.user_id == pending.user_id && row.experiment_id == pending.experiment_id
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        tracing::error!("an assignment row is missing right after it was written");
+                        Arc::new(DbErr::RecordNotFound("assignment".to_owned()))
+                    });
+                let _ = pending.reply.send(row);
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for pending in group {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// One INSERT for the group (rows already stored are left alone), one SELECT of every key.
+async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<Vec<Model>, DbErr> {
+    let now = validate::truncate_to_micros(chrono::Utc::now());
+    let mut seen = std::collections::HashSet::with_capacity(group.len());
+    let rows: Vec<ActiveModel> = group
+        .iter()
+        .filter(|pending| seen.insert((pending.user_id.as_str(), pending.experiment_id.as_str())))
+        .map(|pending| ActiveModel {
+            id: NotSet,
+            user_id: Set(pending.user_id.clone()),
+            experiment_id: Set(pending.experiment_id.clone()),
+            cohort: Set(pending.cohort.clone()),
+            assigned_at: Set(now),
+        })
+        .collect();
+    // Sorted keys take their index locks in one order, so concurrent groups cannot deadlock.
+    let mut rows = rows;
+    rows.sort_by(|a, b| {
+        let key = |row: &ActiveModel| match (&row.user_id, &row.experiment_id) {
+            (Set(user), Set(experiment)) => (user.clone(), experiment.clone()),
+            _ => Default::default(),
+        };
+        key(a).cmp(&key(b))
+    });
+    Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([Column::UserId, Column::ExperimentId])
+        .exec_without_returning(db)
+        .await?;
+    let mut keys = Condition::any();
+    for (user_id, experiment_id) in seen {
+        keys = keys.add(
+            Condition::all()
+                .add(Column::UserId.eq(user_id))
+                .add(Column::ExperimentId.eq(experiment_id)),
+        );
+    }
+    Entity::find().filter(keys).all(db).await
+}
