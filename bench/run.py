@@ -103,7 +103,8 @@ class Process:
 
 def wrk(port, path, body, connections, duration):
     """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors)."""
-    env = dict(os.environ, BENCH_DIR=WRK_DIR, BENCH_PATH=path, BENCH_BODY_FILE="")
+    env = dict(os.environ, BENCH_DIR=WRK_DIR, BENCH_PATH=path, BENCH_BODY_FILE="",
+               BENCH_RUN=uuid.uuid4().hex[:8])
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as file:
         if body is not None:
             file.write(body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -160,10 +161,18 @@ SCENARIOS = [
     ("remoteConfig GraphQL (cached)", "/graphql",
      {"query": "query($u: String!) { remoteConfig(userId: $u) { source version config } }",
       "variables": {"u": "bench-user"}}, 1),
+    ("remoteConfig GraphQL, RPC's fields", "/graphql",
+     {"query": "query($u: String!) { remoteConfig(userId: $u) { userId experimentId cohort source version config "
+               "assignments { userId experimentId cohort assignedAt } } }",
+      "variables": {"u": "bench-user"}}, 1),
     ("FetchRemoteConfig RPC (cached)", f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}",
      rpc_body({"userId": "bench-user"}), 1),
     ("experimentAssignment (assigned)", "/graphql",
      {"query": "{ experimentAssignment(userId: \"bench-user\", experimentId: \"bench_exp\") { cohort } }"}, 1),
+    ("remoteConfig RPC, new user each request", f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}",
+     rpc_body({"userId": "__USER__"}), 1),
+    ("experimentAssignment, new user each", "/graphql",
+     {"query": "{ experimentAssignment(userId: \"__USER__\", experimentId: \"bench_exp\") { cohort } }"}, 1),
     ("collectEvents (100/batch)", "/graphql",
      {"query": "mutation($e: [EventInput!]!) { collectEvents(events: $e) { accepted duplicates } }",
       "variables": {"e": events_batch("ingest-user")}}, 100),

@@ -18,6 +18,24 @@ wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "defaulthttpkey")
 
--- No response() hook: it would run Lua per reply and slow wrk itself; run.sh checks one reply
+-- A body holding __USER__ gets a user id never sent before on every request (a launch: every
+-- request is a new player). BENCH_RUN keeps ids of different runs apart.
+local run = os.getenv("BENCH_RUN") or "run"
+local next_thread = 0
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("thread_id", next_thread)
+end
+
+if body and body:find("__USER__", 1, true) then
+  local sent = 0
+  function request()
+    sent = sent + 1
+    local user = run .. "-" .. tostring(thread_id) .. "-" .. tostring(sent)
+    return wrk.format(nil, nil, nil, (body:gsub("__USER__", user)))
+  end
+end
+
+-- No response() hook: it would run Lua per reply and slow wrk itself; run.py checks one reply
 -- before each run instead.
 done = report.done

@@ -22,6 +22,15 @@ const CACHEABLE_CONFIG_FIELDS: [&str; 7] = [
     "__typename",
 ];
 
+/// `Assignment` fields: plain values of the fetch's assignments.
+const ASSIGNMENT_FIELDS: [&str; 5] = [
+    "userId",
+    "experimentId",
+    "cohort",
+    "assignedAt",
+    "__typename",
+];
+
 /// Verdicts by query text: clients send the same few documents over and over.
 pub struct CacheableDocuments {
     verdicts: Cache<String, bool>,
@@ -72,8 +81,13 @@ fn reads_only_config(query: &str) -> bool {
             &operation.selection_set.node,
             |name, selection_set| match name {
                 "__typename" => true,
-                "remoteConfig" => only_fields(selection_set, |field, nested| {
-                    CACHEABLE_CONFIG_FIELDS.contains(&field) && nested.items.is_empty()
+                "remoteConfig" => only_fields(selection_set, |field, nested| match field {
+                    // The user's assignments are part of the fetch too (sticky, and any change
+                    // to an experiment moves the generation that drops kept replies).
+                    "assignments" => only_fields(nested, |field, below| {
+                        ASSIGNMENT_FIELDS.contains(&field) && below.items.is_empty()
+                    }),
+                    _ => CACHEABLE_CONFIG_FIELDS.contains(&field) && nested.items.is_empty(),
                 }),
                 _ => false,
             },
@@ -105,11 +119,12 @@ mod tests {
             "{ remoteConfig(userId: \"u\") { config } }",
             "query($u: String!) { remoteConfig(userId: $u) { source version config } }",
             "query Q($u: String!) { a: remoteConfig(userId: $u) { config } b: remoteConfig(userId: $u, experimentId: \"e\") { cohort } __typename }",
+            "{ remoteConfig(userId: \"u\") { config assignments { experimentId cohort assignedAt } } }",
         ] {
             assert!(cache.is_cacheable(query), "{query}");
         }
         for query in [
-            "{ remoteConfig(userId: \"u\") { assignments { cohort } } }",
+            "{ remoteConfig(userId: \"u\") { assignments { cohort ... on Assignment { userId } } } }",
             "{ remoteConfig(userId: \"u\") { config } health { status } }",
             "{ remoteConfig(userId: \"u\") { ...F } } fragment F on RemoteConfig { config }",
             "{ remoteConfig(userId: \"u\") { ... on RemoteConfig { config } } }",

@@ -263,6 +263,18 @@ async fn a_postgres_outage_fails_requests_fast_with_service_unavailable_and_reco
         let code = app.gql_err_code(Some(HTTP_KEY), query, variables).await;
         assert_eq!(code, "SERVICE_UNAVAILABLE", "{query}");
     }
+    // New players at once: their first assignments share a group write, and every one of them
+    // hears that it failed; none is given a cohort.
+    let players = (0..12).map(|i| {
+        app.gql_err_code(
+            Some(HTTP_KEY),
+            ASSIGNMENT,
+            json!({"u": format!("outage-player-{i}"), "e": "fault_exp"}),
+        )
+    });
+    for code in futures_util::future::join_all(players).await {
+        assert_eq!(code, "SERVICE_UNAVAILABLE");
+    }
     let rpc = app
         .client
         .post(app.url("/v2/rpc/AnalyticsCollectEvents?http_key=defaulthttpkey"))

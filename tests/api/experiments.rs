@@ -399,3 +399,71 @@ async fn admin_operations_refuse_the_http_key_with_forbidden() {
         .await;
     assert_eq!(code, "NOT_FOUND");
 }
+
+/// A launch: many new players at once, each asked for by several clients over both transports.
+/// First assignments are written in groups; still one row per player, and every client gets that
+/// row's cohort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_assignments_of_many_players_from_many_clients_store_one_row_each() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(
+        json!({"id": "launch", "name": "Launch", "cohorts": {"a": 1, "b": 1, "c": 2}}),
+    )
+    .await;
+    let players: Vec<String> = (0..60).map(|i| format!("new-player-{i}")).collect();
+    let app = &app;
+    let asks = players.iter().flat_map(|player| {
+        (0..6).map(move |client| async move {
+            let cohort = if client % 2 == 0 {
+                app.cohort_of(player, "launch").await
+            } else {
+                let reply = app
+                    .client
+                    .post(app.url(&format!(
+                        "/v2/rpc/FetchRemoteConfig?http_key={}&unwrap",
+                        crate::helpers::HTTP_KEY
+                    )))
+                    .body(json!({"userId": player}).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(reply.status(), reqwest::StatusCode::OK);
+                let reply: serde_json::Value = reply.json().await.unwrap();
+                reply["assignments"][0]["cohort"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            (player.clone(), cohort)
+        })
+    });
+    let answers = futures_util::future::join_all(asks).await;
+
+    let connection = app.database.connect().await;
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = 'launch'",
+        ),
+    )
+    .await
+    .unwrap();
+    let stored: std::collections::HashMap<String, String> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "cohort").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), players.len(), "one row per player");
+    for (player, cohort) in answers {
+        assert_eq!(
+            stored.get(&player),
+            Some(&cohort),
+            "{player} was told another cohort than stored"
+        );
+    }
+}
