@@ -43,7 +43,7 @@ pub const MAX_INTROSPECTION_DEPTH: u64 = 20;
 const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 /// Query text kept at most; a parsed document takes roughly ten times its text, and anyone with
 /// the http key can send new documents.
-const MAX_CACHED_TEXT_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_CACHED_TEXT_BYTES: u64 = 1024 * 1024;
 
 /// Checked documents by query text, shared with the transport (which completes responses along
 /// the same document).
