@@ -100,7 +100,8 @@ impl App {
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
                     Ok(Ok(read)) if read > 0 => {}
-                    _ => return drop(slot),
+                    // The slot goes with the task.
+                    _ => return,
                 }
                 let connection = builder
                     .serve_connection_with_upgrades(
@@ -111,6 +112,7 @@ impl App {
                 if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(error = %error, "connection ended with an error");
                 }
+                // Held for as long as the connection lives.
                 drop(slot);
             });
         }
