@@ -126,6 +126,25 @@ impl Error {
         Error::BadUserInput { message, errors }
     }
 
+    /// The same error with fields renamed as a transport spells them (the RPC calls GraphQL's
+    /// `first` and `after` `limit` and `cursor`).
+    pub fn renaming_fields(self, names: &[(&str, &str)]) -> Self {
+        match self {
+            Error::BadUserInput { errors, .. } => Error::bad_input(
+                errors
+                    .into_iter()
+                    .map(|mut error| {
+                        if let Some((_, to)) = names.iter().find(|(from, _)| *from == error.field) {
+                            error.field = (*to).to_owned();
+                        }
+                        error
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
     /// Field errors of a batch, in input order.
     pub fn field_errors(&self) -> &[FieldError] {
         match self {

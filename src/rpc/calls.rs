@@ -205,7 +205,8 @@ async fn user_events(services: &Services, payload: &Payload) -> Result<String> {
             first: limit.flatten(),
             after: cursor.flatten(),
         })
-        .await?;
+        .await
+        .map_err(|error| error.renaming_fields(&[("first", "limit"), ("after", "cursor")]))?;
     let next_cursor = if page.has_next_page {
         page.end_cursor()
     } else {

@@ -784,3 +784,32 @@ async fn a_bad_batch_message_names_every_bad_event() {
     }
     assert!(!message.contains("events[2]"), "{message}");
 }
+
+/// Errors name the RPC's own fields (`limit`, `cursor`), not GraphQL's (`first`, `after`).
+#[tokio::test]
+async fn user_events_errors_name_the_rpc_fields() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .rpc(
+            "AnalyticsGetUserEvents",
+            HTTP_KEY,
+            json!({"userId": "u", "limit": -1, "cursor": "not a cursor"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let body = reply.json();
+    let fields: Vec<&str> = body["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| error["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["cursor", "limit"], "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid cursor:"),
+        "{body}"
+    );
+}
