@@ -606,7 +606,7 @@ async fn user_events_page_with_limit_and_cursor() {
             json!({"userId": "pager", "cursor": "bogus"}),
         )
         .await;
-    assert_eq!(bad.json()["error"]["errors"][0]["field"], "after");
+    assert_eq!(bad.json()["error"]["errors"][0]["field"], "cursor");
 }
 
 #[tokio::test]
