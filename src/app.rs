@@ -73,7 +73,11 @@ impl App {
         tokio::pin!(shutdown);
         loop {
             let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    // Never closed; were it, no connection could be admitted any more.
+                    Err(_) => break,
+                },
                 () = &mut shutdown => break,
             };
             let stream = tokio::select! {

@@ -128,38 +128,40 @@ async fn store(db: &DatabaseConnection, writes: &WriteGate, group: Vec<Pending>)
 /// One INSERT for the group (rows already stored are left alone), one SELECT of every key.
 async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<Vec<Model>, DbErr> {
     let now = validate::truncate_to_micros(chrono::Utc::now());
-    let mut seen = std::collections::HashSet::with_capacity(group.len());
-    let rows: Vec<ActiveModel> = group
+    // One row per key (the first request's cohort), sorted: keys take their index locks in one
+    // order, so groups from several instances cannot deadlock.
+    let mut keys: Vec<(&str, &str, &str)> = group
         .iter()
-        .filter(|pending| seen.insert((pending.user_id.as_str(), pending.experiment_id.as_str())))
-        .map(|pending| ActiveModel {
-            id: NotSet,
-            user_id: Set(pending.user_id.clone()),
-            experiment_id: Set(pending.experiment_id.clone()),
-            cohort: Set(pending.cohort.clone()),
-            assigned_at: Set(now),
+        .map(|pending| {
+            (
+                pending.user_id.as_str(),
+                pending.experiment_id.as_str(),
+                pending.cohort.as_str(),
+            )
         })
         .collect();
-    // Sorted keys take their index locks in one order, so concurrent groups cannot deadlock.
-    let mut rows = rows;
-    rows.sort_by(|a, b| {
-        let key = |row: &ActiveModel| match (&row.user_id, &row.experiment_id) {
-            (Set(user), Set(experiment)) => (user.clone(), experiment.clone()),
-            _ => Default::default(),
-        };
-        key(a).cmp(&key(b))
-    });
+    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    keys.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
+    let rows = keys
+        .iter()
+        .map(|(user_id, experiment_id, cohort)| ActiveModel {
+            id: NotSet,
+            user_id: Set((*user_id).to_owned()),
+            experiment_id: Set((*experiment_id).to_owned()),
+            cohort: Set((*cohort).to_owned()),
+            assigned_at: Set(now),
+        });
     Entity::insert_many(rows)
         .on_conflict_do_nothing_on([Column::UserId, Column::ExperimentId])
         .exec_without_returning(db)
         .await?;
-    let mut keys = Condition::any();
-    for (user_id, experiment_id) in seen {
-        keys = keys.add(
+    let mut stored = Condition::any();
+    for (user_id, experiment_id, _) in &keys {
+        stored = stored.add(
             Condition::all()
-                .add(Column::UserId.eq(user_id))
-                .add(Column::ExperimentId.eq(experiment_id)),
+                .add(Column::UserId.eq(*user_id))
+                .add(Column::ExperimentId.eq(*experiment_id)),
         );
     }
-    Entity::find().filter(keys).all(db).await
+    Entity::find().filter(stored).all(db).await
 }

@@ -137,23 +137,43 @@ fn storable_json(value: &Value) -> Result<(), String> {
 /// Memory a parsed JSON value takes, roughly: each node's enum and container slot, plus its text.
 pub fn estimated_json_bytes(value: &Value) -> usize {
     const NODE_BYTES: usize = 48;
-    let mut total = 0;
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        total += NODE_BYTES;
-        match value {
-            Value::String(text) => total += text.len(),
-            Value::Array(items) => pending.extend(items),
-            Value::Object(entries) => {
-                for (key, item) in entries {
-                    total += key.len() + NODE_BYTES;
-                    pending.push(item);
+    let shape = JsonShape::of(value);
+    (shape.values + shape.keys) * NODE_BYTES + shape.text_bytes
+}
+
+/// What a JSON value is made of, for estimating what holding it costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonShape {
+    /// Values at any depth, the value itself included.
+    pub values: usize,
+    /// Object keys at any depth.
+    pub keys: usize,
+    /// Bytes of every string and key.
+    pub text_bytes: usize,
+}
+
+impl JsonShape {
+    /// Walked without recursion (the value may be deep).
+    pub fn of(value: &Value) -> Self {
+        let mut shape = JsonShape::default();
+        let mut pending = vec![value];
+        while let Some(value) = pending.pop() {
+            shape.values += 1;
+            match value {
+                Value::String(text) => shape.text_bytes += text.len(),
+                Value::Array(items) => pending.extend(items),
+                Value::Object(entries) => {
+                    for (key, item) in entries {
+                        shape.keys += 1;
+                        shape.text_bytes += key.len();
+                        pending.push(item);
+                    }
                 }
+                Value::Null | Value::Bool(_) | Value::Number(_) => {}
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
+        shape
     }
-    total
 }
 
 /// Free text (descriptions): any length the caller allows, line breaks and tabs allowed, but no

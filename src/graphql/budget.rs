@@ -12,7 +12,7 @@ use std::sync::{
 use async_graphql::{Context, Json, Result};
 use serde_json::Value;
 
-use crate::{error::Error, graphql::error::Extend};
+use crate::{domain::validate::JsonShape, error::Error, graphql::error::Extend};
 
 /// Estimated bytes of JSON values one request may hold: about 64 MiB of the executor's
 /// representations, a few MiB of reply. A page of 500 events with typical properties uses a
@@ -60,27 +60,12 @@ pub fn json_output(ctx: &Context<'_>, value: &Value) -> Result<Json<Value>> {
     Ok(Json(value.clone()))
 }
 
-/// The estimated weight of a value, walked without recursion.
+/// The estimated weight of a value.
 fn weight(value: &Value) -> u64 {
-    let mut total = 0u64;
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        total = total.saturating_add(WEIGHT_PER_NODE);
-        match value {
-            Value::String(text) => {
-                total = total.saturating_add(WEIGHT_PER_TEXT_BYTE * text.len() as u64);
-            }
-            Value::Array(items) => pending.extend(items),
-            Value::Object(entries) => {
-                for (key, value) in entries {
-                    total = total.saturating_add(WEIGHT_PER_TEXT_BYTE * key.len() as u64);
-                    pending.push(value);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-    total
+    let shape = JsonShape::of(value);
+    (shape.values as u64)
+        .saturating_mul(WEIGHT_PER_NODE)
+        .saturating_add((shape.text_bytes as u64).saturating_mul(WEIGHT_PER_TEXT_BYTE))
 }
 
 #[cfg(test)]

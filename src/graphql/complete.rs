@@ -223,28 +223,38 @@ impl<'a> Walk<'a> {
     }
 
     fn order(&self, value: &mut Value, object: &str, sets: &[&'a SelectionSet]) {
+        // Every item of a list has the same selection: work it out once, not per item.
+        let selected = self.selected(sets);
+        self.order_selected(value, object, &selected);
+    }
+
+    fn order_selected(
+        &self,
+        value: &mut Value,
+        object: &str,
+        selected: &[(&'a str, Selected<'a>)],
+    ) {
         match value {
             Value::List(items) => {
                 for item in items {
-                    self.order(item, object, sets);
+                    self.order_selected(item, object, selected);
                 }
             }
             Value::Object(map) => {
-                let selected = self.selected(sets);
                 let in_order = map
                     .keys()
                     .zip(selected.iter().filter(|(key, _)| map.contains_key(*key)))
                     .all(|(present, (key, _))| present.as_str() == *key);
                 if !in_order {
                     let mut old = std::mem::take(map);
-                    for (key, _) in &selected {
+                    for (key, _) in selected {
                         if let Some((name, value)) = old.shift_remove_entry(*key) {
                             map.insert(name, value);
                         }
                     }
                     map.extend(old);
                 }
-                for (key, selected) in &selected {
+                for (key, selected) in selected {
                     if selected.below.iter().all(|set| set.items.is_empty()) {
                         continue;
                     }
@@ -305,7 +315,9 @@ impl<'a> Walk<'a> {
             *data = Value::Null;
             return;
         }
-        let (last, parents) = path[..nulled].split_last().expect("a non-empty path");
+        let Some((last, parents)) = path[..nulled].split_last() else {
+            return;
+        };
         let mut value = data;
         for segment in parents {
             value = match (segment, value) {

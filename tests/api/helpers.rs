@@ -280,6 +280,30 @@ impl TestApp {
             .expect("update the stored configs");
     }
 
+    /// How many events of `user` are stored, and how many distinct event ids they have, read
+    /// straight from the database.
+    pub async fn stored_event_ids(&self, user: &str) -> (i64, i64) {
+        let connection = self.database.connect().await;
+        let row = connection
+            .query_one_raw(Statement::from_sql_and_values(
+                connection.get_database_backend(),
+                match connection.get_database_backend() {
+                    sea_orm::DatabaseBackend::Postgres => {
+                        "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM analytics_events WHERE user_id = $1"
+                    }
+                    _ => "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM analytics_events WHERE user_id = ?",
+                },
+                [user.into()],
+            ))
+            .await
+            .expect("count stored events")
+            .expect("a count row");
+        (
+            row.try_get("", "n").expect("a count"),
+            row.try_get("", "d").expect("a distinct count"),
+        )
+    }
+
     /// The `extensions.code` of the first error, for operations expected to fail.
     pub async fn gql_err_code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
         let (_, body) = self.gql_as(key, query, variables).await;

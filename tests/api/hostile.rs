@@ -559,19 +559,7 @@ async fn batches_overlapping_in_shuffled_orders_all_succeed_and_store_each_id_on
     }
 
     let accepted: u64 = outcomes.iter().sum();
-    let connection = app.database.connect().await;
-    let row = sea_orm::ConnectionTrait::query_one_raw(
-        &connection,
-        sea_orm::Statement::from_string(
-            connection.get_database_backend(),
-            "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM analytics_events WHERE user_id = 'crowd'",
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let stored: i64 = row.try_get("", "n").unwrap();
-    let distinct: i64 = row.try_get("", "d").unwrap();
+    let (stored, distinct) = app.stored_event_ids("crowd").await;
     assert_eq!(stored, distinct, "no id is stored twice");
     assert_eq!(
         accepted, distinct as u64,

@@ -362,9 +362,9 @@ impl ConfigService {
     /// Stores a config (replacing it, or laying its keys over the stored one with `merge`) and
     /// bumps its version. The write is one transaction: an error leaves nothing behind.
     #[tracing::instrument(skip_all, fields(experiment_id = ?update.experiment_id, cohort = ?update.cohort))]
-    pub async fn update(&self, caller: Role, update: ConfigUpdate) -> Result<ConfigVariant> {
+    pub async fn update(&self, caller: Role, mut update: ConfigUpdate) -> Result<ConfigVariant> {
         caller.require_admin()?;
-        FieldErrors::from(update.decode_errors.clone()).into_result()?;
+        FieldErrors::from(std::mem::take(&mut update.decode_errors)).into_result()?;
         let (experiment_id, cohort) = self.target(&update).await?;
         validate::json_object(&update.config, validate::MAX_CONFIG_BYTES)
             .map_err(|reason| Error::invalid("config", reason))?;
