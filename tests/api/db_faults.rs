@@ -18,10 +18,13 @@ const REMOTE_CONFIG: &str =
     "query($u: String!) { remoteConfig(userId: $u) { source version config } }";
 const ASSIGNMENT: &str = "query($u: String!, $e: String!) { experimentAssignment(userId: $u, experimentId: $e) { cohort } }";
 
-/// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 only; removed on drop.
+/// A PostgreSQL cluster in a temporary directory, removed on drop. It listens on a Unix socket in
+/// that directory and on no TCP port: while it is stopped, a TCP port it had freed could be taken by
+/// a server another test spawns, and the restart would then fail or the app would reach that server.
 struct ThrowawayCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// Names the socket file (`.s.PGSQL.<port>`); no TCP port is opened.
     port: u16,
     /// initdb and postgres refuse to run as root; as root they run as the `postgres` user.
     run_as_postgres: bool,
@@ -75,12 +78,16 @@ impl ThrowawayCluster {
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres@localhost:{}/postgres?host={}",
+            self.port,
+            self.dir.path().display()
+        )
     }
 
     async fn start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses='' -c fsync=off",
             self.port,
             self.dir.path().display()
         );
