@@ -8,8 +8,10 @@
 Builds the release server, starts it on SQLite and on PostgreSQL (a throwaway database), seeds
 skewed data (two users with 100,000 events each among 10,000 light users), and drives each
 operation with wrk (installed with apt-get when missing). Also measures the ceilings: a bare axum
-handler returning a small JSON body, and raw PostgreSQL ingest of the same 100-row batches
-(multi-row INSERT and COPY) from a plain client. Figures are printed, never asserted.
+handler returning a small JSON body, raw PostgreSQL ingest of the same 100-row batches
+(multi-row INSERT and COPY) and raw first-assignment commits (one row and 32 rows per commit) from a
+plain client. Last, a launch: 1,000,000 new players (--new-users) through a fresh server on each
+backend, for its peak RSS. Figures are printed, never asserted.
 """
 
 import argparse
@@ -51,7 +53,7 @@ def build():
     log("building release binaries")
     subprocess.run(
         ["cargo", "build", "--release", "--bin", "octp-backend",
-         "--example", "bare_axum", "--example", "pg_ingest_ceiling"],
+         "--example", "bare_axum", "--example", "pg_ingest_ceiling", "--example", "pg_assignment_ceiling"],
         cwd=ROOT, check=True)
 
 
@@ -87,9 +89,15 @@ class Process:
         raise RuntimeError("did not start listening")
 
     def peak_rss_mb(self):
+        return self._status_mb("VmHWM:")
+
+    def rss_mb(self):
+        return self._status_mb("VmRSS:")
+
+    def _status_mb(self, field):
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -102,7 +110,7 @@ class Process:
 
 
 def wrk(port, path, body, connections, duration):
-    """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors)."""
+    """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors, requests)."""
     env = dict(os.environ, BENCH_DIR=WRK_DIR, BENCH_PATH=path, BENCH_BODY_FILE="",
                BENCH_RUN=uuid.uuid4().hex[:8])
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as file:
@@ -119,8 +127,8 @@ def wrk(port, path, body, connections, duration):
         os.unlink(file.name)
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            rps, p50, p99, errors, _ = line.split()[1:]
-            return float(rps), float(p50), float(p99), int(errors)
+            rps, p50, p99, errors, requests = line.split()[1:]
+            return float(rps), float(p50), float(p99), int(errors), int(requests)
     raise RuntimeError(f"wrk printed no result:\n{out}")
 
 
@@ -171,8 +179,11 @@ SCENARIOS = [
      {"query": "{ experimentAssignment(userId: \"bench-user\", experimentId: \"bench_exp\") { cohort } }"}, 1),
     ("remoteConfig RPC, new user each request", f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}",
      rpc_body({"userId": "__USER__"}), 1),
+    ("GetExperimentAssignment RPC, new user", f"/v2/rpc/GetExperimentAssignment?http_key={HTTP_KEY}",
+     rpc_body({"userId": "__USER__", "experimentId": "bench_exp"}), 1),
     ("experimentAssignment, new user each", "/graphql",
-     {"query": "{ experimentAssignment(userId: \"__USER__\", experimentId: \"bench_exp\") { cohort } }"}, 1),
+     {"query": "query($u: String!) { experimentAssignment(userId: $u, experimentId: \"bench_exp\") { cohort } }",
+      "variables": {"u": "__USER__"}}, 1),
     ("collectEvents (100/batch)", "/graphql",
      {"query": "mutation($e: [EventInput!]!) { collectEvents(events: $e) { accepted duplicates } }",
       "variables": {"e": events_batch("ingest-user")}}, 100),
@@ -207,11 +218,41 @@ def run_backend(backend, url, args, rows):
                 continue
             check_reply(PORT, path, body)
             for connections in args.connections:
-                rps, p50, p99, errors = wrk(PORT, path, body, connections, args.duration)
+                rps, p50, p99, errors, _ = wrk(PORT, path, body, connections, args.duration)
                 rows.append({"operation": name, "backend": backend, "connections": connections,
                              "rps": rps, "p50": p50, "p99": p99, "rss": server.peak_rss_mb(),
                              "errors": errors, "events": rps * events_per_request if events_per_request > 1 else None})
                 log(f"{backend:8} {name:38} c={connections:<3} {rps:10.0f} req/s  p99 {p99:.2f} ms")
+    finally:
+        server.stop()
+
+
+def run_new_users(backend, url, args, rows):
+    """A launch: `args.new_users` new players' first FetchRemoteConfig at 32 connections on a fresh
+    server with the default cache budget; the row holds the server's peak and final RSS."""
+    server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
+                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"])
+    try:
+        server.wait_http(PORT, "/healthz")
+        gql(PORT, "mutation { upsertExperiment(input: {id: \"launch_a\", name: \"A\", cohorts: {a: 1, b: 1}}) { id } }",
+            key=ADMIN_KEY)
+        gql(PORT, "mutation { upsertExperiment(input: {id: \"launch_b\", name: \"B\", cohorts: {x: 1, y: 1, z: 1}}) { id } }",
+            key=ADMIN_KEY)
+        gql(PORT, "mutation { updateRemoteConfig(config: {coins: 100, difficulty: \"normal\"}) { version } }",
+            key=ADMIN_KEY)
+        path, body = f"/v2/rpc/FetchRemoteConfig?http_key={HTTP_KEY}", rpc_body({"userId": "__USER__"})
+        check_reply(PORT, path, body)
+        served, errors, started = 0, 0, time.monotonic()
+        while served < args.new_users:
+            _, _, _, run_errors, requests = wrk(PORT, path, body, 32, 10)
+            served += requests
+            errors += run_errors
+        elapsed = time.monotonic() - started
+        rows.append({"operation": f"RSS after {served:,} new users", "backend": backend, "connections": 32,
+                     "rps": served / elapsed, "p50": float("nan"), "p99": float("nan"), "rss": server.peak_rss_mb(),
+                     "errors": errors, "events": None,
+                     "note": f"{server.rss_mb():.0f} MB at the end; 2 experiments, default --cache-memory-mb"})
+        log(f"{backend:8} {served:,} new users: peak RSS {server.peak_rss_mb():.0f} MB")
     finally:
         server.stop()
 
@@ -221,7 +262,7 @@ def run_bare(args, rows):
     try:
         bare.wait_http(BARE_PORT, "/")
         for connections in args.connections:
-            rps, p50, p99, errors = wrk(BARE_PORT, "/", None, connections, args.duration)
+            rps, p50, p99, errors, _ = wrk(BARE_PORT, "/", None, connections, args.duration)
             rows.append({"operation": "ceiling: bare axum JSON handler", "backend": "-", "connections": connections,
                          "rps": rps, "p50": p50, "p99": p99, "rss": bare.peak_rss_mb(), "errors": errors, "events": None})
     finally:
@@ -230,6 +271,13 @@ def run_bare(args, rows):
 
 def pg_ceiling(url, args, connections):
     out = subprocess.run([os.path.join(RELEASE, "examples", "pg_ingest_ceiling"), url,
+                          str(max(3, args.duration)), str(connections)],
+                         check=True, capture_output=True, text=True).stdout
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def pg_assignment_ceiling(url, args, connections):
+    out = subprocess.run([os.path.join(RELEASE, "examples", "pg_assignment_ceiling"), url, "bench_exp",
                           str(max(3, args.duration)), str(connections)],
                          check=True, capture_output=True, text=True).stdout
     return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
@@ -252,6 +300,8 @@ def main():
     parser.add_argument("--only", default="",
                         help="comma-separated parts of operation names to run (e.g. collectEvents); default: all")
     parser.add_argument("--no-ceilings", action="store_true", help="skip the bare axum and raw PostgreSQL ceilings")
+    parser.add_argument("--new-users", type=int, default=1_000_000,
+                        help="new players driven through a fresh server to measure its RSS (0: skip)")
     args = parser.parse_args()
     args.only = [part for part in args.only.split(",") if part]
     args.connections = [int(c) for c in args.connections.split(",")]
@@ -260,13 +310,15 @@ def main():
     ensure_wrk()
     if not args.skip_build:
         build()
-    rows, ceilings = [], {}
+    rows, ceilings, assignment_ceilings = [], {}, {}
     if not args.no_ceilings:
         run_bare(args, rows)
     work = tempfile.mkdtemp(prefix="octp-bench-")
     try:
         if "sqlite" in backends:
             run_backend("sqlite", f"sqlite://{work}/bench.db", args, rows)
+            if args.new_users:
+                run_new_users("sqlite", f"sqlite://{work}/launch.db", args, rows)
         if "postgres" in backends:
             name = f"octp_bench_{uuid.uuid4().hex[:12]}"
             psql(args.pg_url, f'CREATE DATABASE "{name}"')
@@ -275,14 +327,23 @@ def main():
                 run_backend("postgres", database_url, args, rows)
                 for connections in sorted({1, 2}) if not args.no_ceilings else []:
                     ceilings[connections] = pg_ceiling(database_url, args, connections)
+                for connections in args.connections if not args.no_ceilings else []:
+                    assignment_ceilings[connections] = pg_assignment_ceiling(database_url, args, connections)
             finally:
                 psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if args.new_users:
+                name = f"octp_launch_{uuid.uuid4().hex[:12]}"
+                psql(args.pg_url, f'CREATE DATABASE "{name}"')
+                try:
+                    run_new_users("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
+                finally:
+                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, ceilings, args)
+    print_table(rows, ceilings, assignment_ceilings, args)
 
 
-def print_table(rows, ceilings, args):
+def print_table(rows, ceilings, assignment_ceilings, args):
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; wrk with up to 2 threads on the same cores; "
           f"{args.duration} s per row")
@@ -301,12 +362,19 @@ def print_table(rows, ceilings, args):
             notes.append(f"{row['rps'] / bare[row['connections']]:.0%} of bare axum")
         if row["errors"]:
             notes.append(f"{row['errors']} errors")
+        if row.get("note"):
+            notes.append(row["note"])
         print(f"| {row['operation']:38} | {row['backend']:8} | {row['connections']:>5} | {row['rps']:>9,.0f} | "
               f"{row['p50']:>7.2f} | {row['p99']:>7.2f} | {row['rss']:>11.1f} | {'; '.join(notes)}")
     for connections, figures in sorted(ceilings.items()):
         for mode, rate in figures.items():
             print(f"| {'ceiling: raw PostgreSQL ' + mode + ' (100 rows)':38} | {'postgres':8} | {connections:>5} | "
                   f"{rate / 100:>9,.0f} | {'-':>7} | {'-':>7} | {'-':>11} | {rate:,.0f} events/s")
+    for connections, figures in sorted(assignment_ceilings.items()):
+        for mode, rate in figures.items():
+            rows_per_commit = "1 row" if mode == "SINGLE" else mode.removeprefix("BATCH") + " rows"
+            print(f"| {'ceiling: raw PG assignments, ' + rows_per_commit + '/commit':38} | {'postgres':8} | "
+                  f"{connections:>5} | {rate:>9,.0f} | {'-':>7} | {'-':>7} | {'-':>11} | rows/s, no HTTP")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ struct Inner {
     all: Cache<(), Arc<Vec<Arc<Experiment>>>>,
     /// (user, experiment) → assignment. Assignments are sticky, so a hit stays right as long as
     /// its cohort still exists, which is checked on every read.
-    assignments: Cache<(String, String), Arc<Assignment>>,
+    assignments: Cache<(String, String), Arc<Assignment>, ahash::RandomState>,
     /// Stores first assignments in groups.
     first_assignments: AssignmentWriter,
     changes: Changes,
@@ -161,7 +161,7 @@ impl ExperimentService {
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     })
                     .time_to_idle(Duration::from_secs(600))
-                    .build(),
+                    .build_with_hasher(ahash::RandomState::new()),
             }),
         }
     }

@@ -47,14 +47,14 @@ const MAX_CACHED_TEXT_BYTES: u64 = 1024 * 1024;
 
 /// Checked documents by query text, shared with the transport (which completes responses along
 /// the same document).
-pub type Documents = Cache<String, Arc<ExecutableDocument>>;
+pub type Documents = Cache<String, Arc<ExecutableDocument>, ahash::RandomState>;
 
 /// An empty cache of checked documents.
 pub fn documents() -> Documents {
     Cache::builder()
         .max_capacity(MAX_CACHED_TEXT_BYTES)
         .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
-        .build()
+        .build_with_hasher(ahash::RandomState::new())
 }
 
 pub struct DocumentGuard {

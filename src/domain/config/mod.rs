@@ -149,7 +149,7 @@ struct Inner {
     writes: WriteGate,
     changes: Changes,
     experiments: ExperimentService,
-    fetches: Cache<FetchKey, Arc<RemoteConfig>>,
+    fetches: Cache<FetchKey, Arc<RemoteConfig>, ahash::RandomState>,
     replies: ReplyCache,
     /// Every variant, keyed by (experiment id, cohort), for the generation in the key.
     variants: Cache<u64, Arc<VariantMap>>,
@@ -184,7 +184,7 @@ impl ConfigService {
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     })
                     .time_to_live(ttl)
-                    .build(),
+                    .build_with_hasher(ahash::RandomState::new()),
                 variants: Cache::builder().max_capacity(4).time_to_live(ttl).build(),
                 ttl,
                 hits: AtomicU64::new(0),
@@ -305,10 +305,15 @@ impl ConfigService {
     async fn resolve_merged(&self, user_id: &UserId, generation: u64) -> Result<RemoteConfig> {
         let variants = self.variants(generation).await?;
         let experiments = &self.inner.experiments;
-        let mut assignments = Vec::new();
-        for experiment in experiments.active().await? {
-            assignments.push(experiments.assign(user_id, &experiment).await?);
-        }
+        let active = experiments.active().await?;
+        // Side by side, so a new player's first assignments share one group write instead of
+        // waiting for one write per experiment.
+        let assignments = futures_util::future::try_join_all(
+            active
+                .iter()
+                .map(|experiment| experiments.assign(user_id, experiment)),
+        )
+        .await?;
         let cohorts: Vec<(&str, &str)> = assignments
             .iter()
             .map(|assignment| {

@@ -1,7 +1,8 @@
 //! Whole replies of config reads, kept as the bytes sent. A cached `remoteConfig` already costs
 //! no database work, yet running an adapter around it (the GraphQL executor: validation, resolver
 //! futures, building and serialising the response) was most of the request; game clients repeat
-//! the same request, so its reply is kept as long as the fetches it holds could be served from cache.
+//! the same request, so its reply is kept (from the second time it is computed, see [`Doorkeeper`])
+//! as long as the fetches it holds could be served from cache.
 //!
 //! The adapters decide which requests are plain config reads (GraphQL documents reading nothing but
 //! `remoteConfig` scalars, `FetchRemoteConfig` RPC payloads); this module keeps their replies, keyed
@@ -11,7 +12,10 @@
 //! so it is never staler than the fetch cache would be.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -22,6 +26,8 @@ use crate::{auth::Role, domain::experiments::ENTRY_OVERHEAD_BYTES};
 
 /// Request bodies above this size are not cached (a config read is a few hundred bytes).
 const MAX_CACHED_REQUEST_BYTES: usize = 4 * 1024;
+/// Slots of the doorkeeper that remembers requests seen once (8 bytes each: 1 MiB).
+const DOORKEEPER_SLOTS: usize = 1 << 17;
 
 /// Which adapter a reply was built by, so equal request bytes of the two never share an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,8 +79,9 @@ impl Expiry<ReplyKey, Arc<Entry>> for UntilStale {
 }
 
 pub(super) struct ReplyCache {
-    entries: Cache<ReplyKey, Arc<Entry>>,
+    entries: Cache<ReplyKey, Arc<Entry>, ahash::RandomState>,
     ttl: Duration,
+    doorkeeper: Doorkeeper,
 }
 
 /// A reply found in the cache, and how many fetches it answers.
@@ -94,8 +101,9 @@ impl ReplyCache {
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilStale)
-                .build(),
+                .build_with_hasher(ahash::RandomState::new()),
             ttl,
+            doorkeeper: Doorkeeper::new(DOORKEEPER_SLOTS),
         }
     }
 
@@ -117,7 +125,7 @@ impl ReplyCache {
             return;
         };
         let expires_at = oldest + self.ttl;
-        if expires_at <= Instant::now() {
+        if expires_at <= Instant::now() || self.doorkeeper.first_sighting(&key) {
             return;
         }
         self.entries.insert(
@@ -129,6 +137,32 @@ impl ReplyCache {
                 body,
             }),
         );
+    }
+}
+
+/// Admits a request's reply from its second computation on. At a launch most requests name a new
+/// player and are never repeated; kept at once, their replies would cost an allocation and a cache
+/// insertion each and push out the replies of players who do come back. Each slot remembers the
+/// hash of the last request that landed on it: a collision can only admit a reply early or make a
+/// request wait for one more sighting, never serve a wrong reply.
+struct Doorkeeper {
+    slots: Box<[AtomicU64]>,
+    hasher: ahash::RandomState,
+}
+
+impl Doorkeeper {
+    fn new(slots: usize) -> Self {
+        Doorkeeper {
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    /// True the first time `key` is seen (and remembers it); false when it was seen last on its slot.
+    fn first_sighting(&self, key: &ReplyKey) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let slot = &self.slots[(hash as usize) % self.slots.len()];
+        slot.swap(hash, Ordering::Relaxed) != hash
     }
 }
 
@@ -188,6 +222,11 @@ mod tests {
             observe(Instant::now());
         })
         .await;
+        cache.insert(key.clone(), 7, &freshness, Bytes::from_static(b"reply"));
+        assert!(
+            cache.get(&key, 7).is_none(),
+            "a reply is kept from its second computation on"
+        );
         cache.insert(key.clone(), 7, &freshness, Bytes::from_static(b"reply"));
 
         let hit = cache.get(&key, 7).expect("a hit in the same generation");
