@@ -156,6 +156,7 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
             history,
             ttl,
             CacheBudget::of_total(config.cache.memory_bytes()),
+            config.history.config_versions_kept,
         ),
         Arc::new(Keys::new(&config.keys)),
         !config.server.disable_introspection,

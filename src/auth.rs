@@ -28,6 +28,14 @@ impl Role {
             )),
         }
     }
+
+    /// Who made a change, as history records it: the key's name (`admin` for the admin key).
+    pub fn actor(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Client => "http",
+        }
+    }
 }
 
 pub struct Keys {

@@ -71,6 +71,8 @@ pub struct Config {
     #[command(flatten)]
     pub cache: CacheConfig,
     #[command(flatten)]
+    pub history: HistoryConfig,
+    #[command(flatten)]
     pub log: LogConfig,
 }
 
@@ -228,6 +230,19 @@ impl CacheConfig {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct HistoryConfig {
+    /// Versions kept per config variant for `configHistory` and rollback; older ones are pruned.
+    #[arg(
+        long = "config-history-keep",
+        env = "OCTP_CONFIG_HISTORY_KEEP",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub config_versions_kept: u32,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct LogConfig {
     /// Log filter, e.g. `info` or `octp_backend=debug,tower_http=debug` (RUST_LOG syntax).
     #[arg(
@@ -266,6 +281,9 @@ impl Config {
             cache: CacheConfig {
                 config_ttl_secs: 60,
                 memory_mb: 64,
+            },
+            history: HistoryConfig {
+                config_versions_kept: 300,
             },
             log: LogConfig {
                 level: "info".to_owned(),

@@ -42,6 +42,9 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A write whose `expectedVersion` no longer matches what is stored.
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the database is unavailable; try again shortly")]
@@ -60,6 +63,7 @@ pub enum ErrorCode {
     Unauthenticated,
     Forbidden,
     NotFound,
+    Conflict,
     PayloadTooLarge,
     ServiceUnavailable,
     RequestTimeout,
@@ -87,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => ("UNAUTHENTICATED", 16, 401),
             ErrorCode::Forbidden => ("FORBIDDEN", 7, 403),
             ErrorCode::NotFound => ("NOT_FOUND", 5, 404),
+            ErrorCode::Conflict => ("CONFLICT", 10, 409),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 3, 413),
             ErrorCode::ServiceUnavailable => ("SERVICE_UNAVAILABLE", 14, 503),
             // Nakama would say 504 for DEADLINE_EXCEEDED; 408 tells clients the request, not an
@@ -104,6 +109,7 @@ impl Error {
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Conflict(_) => ErrorCode::Conflict,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::ServiceUnavailable => ErrorCode::ServiceUnavailable,
             Error::Timeout { .. } => ErrorCode::RequestTimeout,
@@ -277,6 +283,7 @@ pub fn unwrap_shared(error: std::sync::Arc<Error>) -> Error {
         Error::Unauthenticated(message) => Error::Unauthenticated(message.clone()),
         Error::Forbidden(message) => Error::Forbidden(message.clone()),
         Error::NotFound(message) => Error::NotFound(message.clone()),
+        Error::Conflict(message) => Error::Conflict(message.clone()),
         Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
         Error::ServiceUnavailable => Error::ServiceUnavailable,
         Error::Timeout { seconds } => Error::Timeout { seconds: *seconds },

@@ -83,6 +83,34 @@
       { experimentId: "onboarding_v2", cohort: "variant_b", config: { tutorial: "short" }, merge: true },
       ADMIN_KEY_HEADERS
     ),
+    tab(
+      "# Admin key needed (see Headers). Safe editing: the write happens only if the stored version is still\n" +
+        "# expectedVersion (0: the variant must not exist yet). Run it twice: the second run gets CONFLICT,\n" +
+        "# naming the stored version; read the config again, redo the change and send the new version.\n" +
+        "mutation SafeUpdate($experimentId: String, $cohort: String, $config: JSON!, $expectedVersion: Int, $note: String) {\n" +
+        "  updateRemoteConfig(experimentId: $experimentId, cohort: $cohort, config: $config,\n" +
+        "                     expectedVersion: $expectedVersion, note: $note) {\n" +
+        "    experimentId cohort version config updatedAt\n  }\n}",
+      { config: { coins: 100, difficulty: "normal" }, expectedVersion: 0, note: "first global config" },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers). Every version of a config variant, newest first, with who and why.\n" +
+        "query ConfigHistory($experimentId: String, $cohort: String, $first: Int, $after: String) {\n" +
+        "  configHistory(experimentId: $experimentId, cohort: $cohort, first: $first, after: $after) {\n" +
+        "    nodes { version config createdAt actor note rolledBackFrom }\n" +
+        "    pageInfo { hasNextPage endCursor }\n  }\n}",
+      { experimentId: null, cohort: null, first: 20 },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers). Publishes a kept version again as a new version (history is kept).\n" +
+        "mutation Rollback($experimentId: String, $cohort: String, $toVersion: Int!, $note: String) {\n" +
+        "  rollbackRemoteConfig(experimentId: $experimentId, cohort: $cohort, toVersion: $toVersion, note: $note) {\n" +
+        "    experimentId cohort version config updatedAt\n  }\n}",
+      { experimentId: null, cohort: null, toVersion: 1, note: "back to the launch config" },
+      ADMIN_KEY_HEADERS
+    ),
   ];
 
   var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql" });

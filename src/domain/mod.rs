@@ -56,6 +56,7 @@ impl Services {
         history: DatabaseConnection,
         ttl: Duration,
         caches: CacheBudget,
+        config_versions_kept: u32,
     ) -> Self {
         let writes = WriteGate::for_connection(&db);
         let changes = Changes::default();
@@ -73,6 +74,7 @@ impl Services {
             experiments.clone(),
             ttl,
             caches,
+            config_versions_kept,
         );
         Services {
             events: EventService::new(db.clone(), history, writes),

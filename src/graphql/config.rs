@@ -1,19 +1,29 @@
-//! `remoteConfig` and `updateRemoteConfig`.
+//! `remoteConfig`, `configHistory`, `updateRemoteConfig` and `rollbackRemoteConfig`.
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Json, Object, Result};
+use async_graphql::{
+    Context, Enum, Json, Object, Result,
+    connection::{Connection, Edge},
+};
 
 use crate::{
     domain::{
-        config::{self, ConfigUpdate, DEFAULT_MERGE},
+        config::{self, ConfigUpdate, DEFAULT_HISTORY_PAGE, DEFAULT_MERGE, MAX_HISTORY_PAGE},
         ids::{Slug, UserId},
     },
     graphql::{
-        HEAVY_JSON, LIST, QUERY, budget::json_output, error::Extend, experiments::Assignment, role,
-        scalars::DateTime, services,
+        HEAVY_JSON, LIST, QUERY, ROW, budget::json_output, error::Extend, experiments::Assignment,
+        role, scalars::DateTime, services,
     },
 };
+
+/// The page size `configHistory` serves for its `first` argument, for the complexity estimate.
+fn history_page_size(first: Option<i32>) -> usize {
+    first
+        .map_or(DEFAULT_HISTORY_PAGE, |first| first.max(0) as u64)
+        .min(MAX_HISTORY_PAGE) as usize
+}
 
 #[derive(Default)]
 pub struct ConfigQuery;
@@ -39,6 +49,38 @@ impl ConfigQuery {
             .map(RemoteConfig)
             .extended()
     }
+
+    /// Every kept version of a config variant, newest first (admin key). `experimentId` absent:
+    /// the global default; `cohort` absent: the experiment's `default`. `first` is capped at 300.
+    #[graphql(complexity = "QUERY + history_page_size(first) * (ROW + child_complexity)")]
+    async fn config_history(
+        &self,
+        ctx: &Context<'_>,
+        experiment_id: Option<String>,
+        cohort: Option<String>,
+        #[graphql(default_with = "Some(DEFAULT_HISTORY_PAGE as i32)")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, ConfigVersion>> {
+        let (versions, more) = services(ctx)
+            .config
+            .history(
+                role(ctx),
+                experiment_id.as_deref(),
+                cohort.as_deref(),
+                first.map(i64::from),
+                after.as_deref(),
+            )
+            .await
+            .extended()?;
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(versions.into_iter().map(|version| {
+            Edge::new(
+                config::version_cursor(version.version),
+                ConfigVersion(version),
+            )
+        }));
+        Ok(connection)
+    }
 }
 
 #[derive(Default)]
@@ -46,9 +88,12 @@ pub struct ConfigMutation;
 
 #[Object]
 impl ConfigMutation {
-    /// Stores a config (admin key) and bumps its version. `experimentId` absent: the global
-    /// default; `cohort` absent: the experiment's `default`. With `merge`, the new top-level keys
-    /// are laid over the stored object instead of replacing it.
+    /// Stores a config (admin key) and bumps its version; the new version is kept in the
+    /// history. `experimentId` absent: the global default; `cohort` absent: the experiment's
+    /// `default`. With `merge`, the new top-level keys are laid over the stored object instead of
+    /// replacing it. With `expectedVersion`, nothing is written unless the stored version is that
+    /// one (0: the variant must not exist yet): the error is `CONFLICT`, naming the stored version.
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument
     #[graphql(complexity = "QUERY + child_complexity")]
     async fn update_remote_config(
         &self,
@@ -57,12 +102,16 @@ impl ConfigMutation {
         cohort: Option<String>,
         config: Json<serde_json::Value>,
         #[graphql(default_with = "Some(DEFAULT_MERGE)")] merge: Option<bool>,
+        expected_version: Option<i32>,
+        note: Option<String>,
     ) -> Result<ConfigVariant> {
         let update = ConfigUpdate {
             experiment_id,
             cohort,
             config: config.0,
             merge,
+            expected_version: expected_version.map(i64::from),
+            note,
             decode_errors: Vec::new(),
         };
         services(ctx)
@@ -71,6 +120,71 @@ impl ConfigMutation {
             .await
             .map(ConfigVariant)
             .extended()
+    }
+
+    /// Publishes the config of the kept version `toVersion` again as a new version, with
+    /// `rolledBackFrom` set (admin key). A version that is not kept: `NOT_FOUND`;
+    /// `expectedVersion` as for `updateRemoteConfig`.
+    #[graphql(complexity = "QUERY + child_complexity")]
+    async fn rollback_remote_config(
+        &self,
+        ctx: &Context<'_>,
+        experiment_id: Option<String>,
+        cohort: Option<String>,
+        to_version: i32,
+        expected_version: Option<i32>,
+        note: Option<String>,
+    ) -> Result<ConfigVariant> {
+        services(ctx)
+            .config
+            .rollback(
+                role(ctx),
+                experiment_id.as_deref(),
+                cohort.as_deref(),
+                i64::from(to_version),
+                expected_version.map(i64::from),
+                note,
+            )
+            .await
+            .map(ConfigVariant)
+            .extended()
+    }
+}
+
+/// One kept version of a config variant.
+pub struct ConfigVersion(config::ConfigVersion);
+
+#[Object]
+impl ConfigVersion {
+    /// Null for the global default.
+    async fn experiment_id(&self) -> Option<&str> {
+        self.0.experiment_id.as_deref()
+    }
+    async fn cohort(&self) -> &str {
+        &self.0.cohort
+    }
+    async fn version(&self) -> i32 {
+        i32::try_from(self.0.version).unwrap_or(i32::MAX)
+    }
+    #[graphql(complexity = "HEAVY_JSON")]
+    async fn config(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+        json_output(ctx, &self.0.config)
+    }
+    async fn created_at(&self) -> DateTime {
+        self.0.created_at.into()
+    }
+    /// The name of the key that published it (`migration`: found when history began).
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    async fn note(&self) -> Option<&str> {
+        self.0.note.as_deref()
+    }
+    /// The version this one republished, when it is a rollback.
+    async fn rolled_back_from(&self) -> Option<i32> {
+        self.0
+            .rolled_back_from
+            .map(|version| i32::try_from(version).unwrap_or(i32::MAX))
     }
 }
 

@@ -78,6 +78,8 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
             let experiment_id = errors.take(payload.optional_string("experimentId"));
             let cohort = errors.take(payload.optional_string("cohort"));
             let merge = errors.take(payload.optional_bool("merge"));
+            let expected_version = errors.take(payload.optional_int("expectedVersion"));
+            let note = errors.take(payload.optional_string("note"));
             let config = payload.value("config");
             if config.is_none() {
                 errors.push(FieldError::new("config", "is required"));
@@ -87,6 +89,8 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
                 cohort: cohort.flatten(),
                 config: config.unwrap_or_default(),
                 merge: merge.flatten(),
+                expected_version: expected_version.flatten(),
+                note: note.flatten(),
                 decode_errors: errors.into_vec(),
             };
             let variant = services.config.update(role, update).await?;

@@ -5,14 +5,15 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDatabase, skip};
 
-const TABLES: [&str; 4] = [
+const TABLES: [&str; 5] = [
     "analytics_events",
     "config_variants",
+    "config_versions",
     "experiment_metadata",
     "user_experiment_assignments",
 ];
 
-const INDEXES: [&str; 9] = [
+const INDEXES: [&str; 10] = [
     "idx_analytics_events_event_name",
     "idx_analytics_events_event_timestamp",
     "idx_analytics_events_experiment_cohort",
@@ -21,11 +22,12 @@ const INDEXES: [&str; 9] = [
     "idx_user_experiment_assignments_experiment_cohort",
     "ux_analytics_events_event_id",
     "ux_config_variants_experiment_cohort",
+    "ux_config_versions_variant_version",
     "ux_user_experiment_assignments_user_experiment",
 ];
 
 #[tokio::test]
-async fn startup_migrations_create_the_four_tables_and_their_indexes() {
+async fn startup_migrations_create_the_tables_and_their_indexes() {
     let app = TestApp::spawn().await;
 
     let (tables, indexes) = app.database.schema_objects().await;
@@ -79,6 +81,7 @@ async fn json_columns_are_jsonb_on_postgres() {
         [
             "analytics_events.properties",
             "config_variants.config_data",
+            "config_versions.config_data",
             "experiment_metadata.cohorts"
         ]
     );
@@ -135,19 +138,18 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
     };
 
     let fresh = migrate(&["status"]);
-    assert_eq!(fresh.matches("Pending").count(), 4, "{fresh}");
+    assert_eq!(fresh.matches("Pending").count(), 5, "{fresh}");
 
-    assert!(migrate(&["up"]).contains("applied: 4, pending: 0"));
-    assert_eq!(migrate(&["status"]).matches("Applied").count(), 4);
+    assert!(migrate(&["up"]).contains("applied: 5, pending: 0"));
+    assert_eq!(migrate(&["status"]).matches("Applied").count(), 5);
 
-    assert!(migrate(&["down", "--steps", "2"]).contains("applied: 2, pending: 2"));
+    assert!(migrate(&["down", "--steps", "2"]).contains("applied: 3, pending: 2"));
     let (tables, _) = database.schema_objects().await;
-    assert!(
-        !tables.contains(&"user_experiment_assignments".to_owned()),
-        "{tables:?}"
-    );
+    for removed in ["user_experiment_assignments", "config_versions"] {
+        assert!(!tables.contains(&removed.to_owned()), "{tables:?}");
+    }
 
-    assert!(migrate(&["up"]).contains("applied: 4, pending: 0"));
+    assert!(migrate(&["up"]).contains("applied: 5, pending: 0"));
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod experiments;
 mod foundation;
 mod graphql_http;
 mod health;
+mod history;
 mod hostile;
 mod limits;
 mod nakama_js;

@@ -23,7 +23,10 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde_json::Value;
 
 pub use self::fallback::{Served, VariantMap, fallback, merge, overlay};
-use self::replies::{Freshness, ReplyCache, ReplyKey};
+use self::{
+    replies::{Freshness, ReplyCache, ReplyKey},
+    store::Publication,
+};
 use crate::{
     auth::Role,
     db::WriteGate,
@@ -122,8 +125,34 @@ pub struct ConfigVariant {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One kept version of a variant (docs/api.md §10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigVersion {
+    /// None for the global default.
+    pub experiment_id: Option<String>,
+    pub cohort: String,
+    pub version: i64,
+    pub config: Value,
+    pub created_at: DateTime<Utc>,
+    pub actor: String,
+    pub note: Option<String>,
+    /// The version this one republished, for a rollback.
+    pub rolled_back_from: Option<i64>,
+}
+
+/// What a write publishes: a new config, or the config of a kept version (a rollback).
+enum Content {
+    Config { config: Value, merge: bool },
+    KeptVersion(i64),
+}
+
+/// Versions per `configHistory` page when the client does not say, and at most.
+pub const DEFAULT_HISTORY_PAGE: u64 = 20;
+pub const MAX_HISTORY_PAGE: u64 = 300;
+const MAX_NOTE_CHARS: usize = 1024;
+
 /// `updateRemoteConfig` input as the client sent it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConfigUpdate {
     /// Absent: the global default.
     pub experiment_id: Option<String>,
@@ -132,6 +161,10 @@ pub struct ConfigUpdate {
     pub config: Value,
     /// Absent: [`DEFAULT_MERGE`].
     pub merge: Option<bool>,
+    /// Write only if the stored version is this one (0: the variant must not exist yet).
+    pub expected_version: Option<i64>,
+    /// Why the change was made, kept with the version.
+    pub note: Option<String>,
     /// Problems a transport met while decoding the update (e.g. a number where text belongs),
     /// reported after the caller's key is checked, beside the domain's own findings.
     pub decode_errors: Vec<FieldError>,
@@ -154,6 +187,7 @@ struct Inner {
     /// Every variant, keyed by (experiment id, cohort), for the generation in the key.
     variants: Cache<u64, Arc<VariantMap>>,
     ttl: Duration,
+    versions_kept: u32,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -166,6 +200,7 @@ impl ConfigService {
         experiments: ExperimentService,
         ttl: Duration,
         caches: CacheBudget,
+        versions_kept: u32,
     ) -> Self {
         ConfigService {
             inner: Arc::new(Inner {
@@ -187,6 +222,7 @@ impl ConfigService {
                     .build_with_hasher(ahash::RandomState::new()),
                 variants: Cache::builder().max_capacity(4).time_to_live(ttl).build(),
                 ttl,
+                versions_kept: versions_kept.max(1),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -369,33 +405,161 @@ impl ConfigService {
     #[tracing::instrument(skip_all, fields(experiment_id = ?update.experiment_id, cohort = ?update.cohort))]
     pub async fn update(&self, caller: Role, mut update: ConfigUpdate) -> Result<ConfigVariant> {
         caller.require_admin()?;
-        FieldErrors::from(std::mem::take(&mut update.decode_errors)).into_result()?;
-        let (experiment_id, cohort) = self.target(&update).await?;
+        let mut errors = FieldErrors::from(std::mem::take(&mut update.decode_errors));
+        errors.take(check_expected_version(update.expected_version));
+        errors.take(check_note(update.note.as_deref()));
+        errors.into_result()?;
+        let (experiment_id, cohort) = self
+            .target(update.experiment_id.as_deref(), update.cohort.as_deref())
+            .await?;
         validate::json_object(&update.config, validate::MAX_CONFIG_BYTES)
             .map_err(|reason| Error::invalid("config", reason))?;
         let merge = update.merge.unwrap_or(DEFAULT_MERGE);
+        let publication = Publication {
+            actor: caller.actor(),
+            note: update.note,
+            rolled_back_from: None,
+            expected_version: update.expected_version,
+            versions_kept: self.inner.versions_kept,
+        };
+        let content = Content::Config {
+            config: update.config,
+            merge,
+        };
+        self.publish(&experiment_id, &cohort, content, publication)
+            .await
+    }
+
+    /// Publishes the config of a kept version again, as a new version (admin key).
+    #[tracing::instrument(skip_all, fields(experiment_id = ?experiment_id, cohort = ?cohort, to_version))]
+    pub async fn rollback(
+        &self,
+        caller: Role,
+        experiment_id: Option<&str>,
+        cohort: Option<&str>,
+        to_version: i64,
+        expected_version: Option<i64>,
+        note: Option<String>,
+    ) -> Result<ConfigVariant> {
+        caller.require_admin()?;
+        let mut errors = FieldErrors::default();
+        if to_version < 1 {
+            errors.push(FieldError::new("toVersion", "must be 1 or more"));
+        }
+        errors.take(check_expected_version(expected_version));
+        errors.take(check_note(note.as_deref()));
+        errors.into_result()?;
+        let (experiment_id, cohort) = self.target(experiment_id, cohort).await?;
+        let publication = Publication {
+            actor: caller.actor(),
+            note,
+            rolled_back_from: i32::try_from(to_version).ok(),
+            expected_version,
+            versions_kept: self.inner.versions_kept,
+        };
+        let content = Content::KeptVersion(to_version);
+        self.publish(&experiment_id, &cohort, content, publication)
+            .await
+    }
+
+    /// Writes a variant and its version in one transaction; a failure leaves neither behind.
+    async fn publish(
+        &self,
+        experiment_id: &str,
+        cohort: &str,
+        content: Content,
+        publication: Publication<'_>,
+    ) -> Result<ConfigVariant> {
         let variant = {
             let _turn = self.inner.writes.enter().await;
             let transaction = self.inner.db.begin().await?;
-            let variant =
-                store::write(&transaction, &experiment_id, &cohort, update.config, merge).await?;
+            let (config, merge) = match content {
+                Content::Config { config, merge } => (config, merge),
+                Content::KeptVersion(version) => {
+                    let kept = store::version(&transaction, experiment_id, cohort, version)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "version {version} of config {experiment_id}/{cohort} is not kept"
+                            ))
+                        })?;
+                    (kept.config, false)
+                }
+            };
+            let variant = store::write(
+                &transaction,
+                experiment_id,
+                cohort,
+                config,
+                merge,
+                publication,
+            )
+            .await?;
             transaction.commit().await?;
             variant
         };
-        self.inner.changes.record();
-        self.inner.fetches.invalidate_all();
-        self.inner.variants.invalidate_all();
+        self.written();
         Ok(variant)
     }
 
+    /// Kept versions of a variant, newest first, `first` at a time after the cursor `after`
+    /// (admin key). Returns the page and whether older versions follow.
+    pub async fn history(
+        &self,
+        caller: Role,
+        experiment_id: Option<&str>,
+        cohort: Option<&str>,
+        first: Option<i64>,
+        after: Option<&str>,
+    ) -> Result<(Vec<ConfigVersion>, bool)> {
+        caller.require_admin()?;
+        let mut errors = FieldErrors::default();
+        let page = errors.take(history_page(first));
+        let before = errors.take(after.map(decode_version_cursor).transpose());
+        errors.into_result()?;
+        let (page, before) = (
+            page.flatten().unwrap_or(DEFAULT_HISTORY_PAGE),
+            before.flatten(),
+        );
+        let (experiment_id, cohort) = self.variant_key(experiment_id, cohort)?;
+        let mut versions =
+            store::versions(&self.inner.db, &experiment_id, &cohort, before, page + 1).await?;
+        let more = versions.len() as u64 > page;
+        versions.truncate(page as usize);
+        Ok((versions, more))
+    }
+
+    /// After a config write on this instance: every cached answer may be stale.
+    fn written(&self) {
+        self.inner.changes.record();
+        self.inner.fetches.invalidate_all();
+        self.inner.variants.invalidate_all();
+    }
+
+    /// The stored (experiment id, cohort) of a variant, checking only the shape of the ids:
+    /// history outlives experiments and cohorts.
+    fn variant_key(
+        &self,
+        experiment_id: Option<&str>,
+        cohort: Option<&str>,
+    ) -> Result<(String, String)> {
+        let cohort = Slug::parse("cohort", cohort.unwrap_or(DEFAULT_COHORT))?;
+        let experiment_id = match experiment_id {
+            None => GLOBAL.to_owned(),
+            Some(id) => String::from(Slug::parse("experimentId", id)?),
+        };
+        Ok((experiment_id, String::from(cohort)))
+    }
+
     /// The (experiment id, cohort) row an update addresses, after checking both exist.
-    async fn target(&self, update: &ConfigUpdate) -> Result<(String, String)> {
-        let cohort = update
-            .cohort
-            .clone()
-            .unwrap_or_else(|| DEFAULT_COHORT.to_owned());
+    async fn target(
+        &self,
+        experiment_id: Option<&str>,
+        cohort: Option<&str>,
+    ) -> Result<(String, String)> {
+        let cohort = cohort.unwrap_or(DEFAULT_COHORT).to_owned();
         let cohort = String::from(Slug::parse("cohort", cohort)?);
-        let experiment_id = match update.experiment_id.as_deref() {
+        let experiment_id = match experiment_id {
             None | Some(GLOBAL) => {
                 if cohort != DEFAULT_COHORT {
                     return Err(Error::invalid(
@@ -424,4 +588,52 @@ impl ConfigService {
         }
         Ok((experiment_id.into(), cohort))
     }
+}
+
+fn check_expected_version(expected: Option<i64>) -> std::result::Result<(), FieldError> {
+    match expected {
+        Some(expected) if expected < 0 => Err(FieldError::new(
+            "expectedVersion",
+            "must be 0 (the variant must not exist yet) or a stored version",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_note(note: Option<&str>) -> std::result::Result<(), FieldError> {
+    match note {
+        Some(note) if note.chars().count() > MAX_NOTE_CHARS => Err(FieldError::new(
+            "note",
+            format!("must be at most {MAX_NOTE_CHARS} characters"),
+        )),
+        Some(note) => validate::free_text(note).map_err(|reason| FieldError::new("note", reason)),
+        None => Ok(()),
+    }
+}
+
+fn history_page(first: Option<i64>) -> std::result::Result<Option<u64>, FieldError> {
+    match first {
+        None => Ok(None),
+        Some(first) if (1..=MAX_HISTORY_PAGE as i64).contains(&first) => Ok(Some(first as u64)),
+        Some(_) => Err(FieldError::new(
+            "first",
+            format!("must be between 1 and {MAX_HISTORY_PAGE}"),
+        )),
+    }
+}
+
+/// The opaque `configHistory` cursor: the version a page ended at.
+pub fn version_cursor(version: i64) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(format!("cv1:{version}"))
+}
+
+fn decode_version_cursor(text: &str) -> std::result::Result<i64, FieldError> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("cv1:")?.parse().ok())
+        .ok_or_else(|| FieldError::new("after", "is not a cursor this server issued"))
 }

@@ -1,22 +1,59 @@
 //! Config variants in the database. Stored configs are read as text and parsed row by row, so a
 //! row that cannot be read (written by an older version, or edited by hand) is skipped with an
 //! error in the log instead of failing every fetch of every user; and a write locks its row, so
-//! concurrent writes to one variant queue up instead of failing.
+//! concurrent writes to one variant queue up instead of failing. Every write also stores the new
+//! version whole in `config_versions`, in the same transaction, for history and rollback.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Select,
     sea_query::Expr,
 };
 use serde_json::Value;
 
-use super::{ConfigVariant, overlay};
+use super::{ConfigVariant, ConfigVersion, overlay};
 use crate::{
-    db::entities::config_variant::{self, Column, Entity},
+    db::entities::{
+        config_variant::{self, Column, Entity},
+        config_version,
+    },
     domain::{experiments::GLOBAL, validate},
     error::{Error, Result},
 };
+
+/// What a write publishes beside the config: who, why, and which version it restores.
+pub(super) struct Publication<'a> {
+    pub actor: &'a str,
+    pub note: Option<String>,
+    pub rolled_back_from: Option<i32>,
+    /// Write only when the stored version is this one (0: the variant must not exist yet).
+    pub expected_version: Option<i64>,
+    /// Versions of the variant kept; older ones are pruned by the write.
+    pub versions_kept: u32,
+}
+
+impl Publication<'_> {
+    fn check(&self, stored_version: i32) -> Result<()> {
+        match self.expected_version {
+            Some(expected) if expected != i64::from(stored_version) => {
+                Err(Error::Conflict(if stored_version == 0 {
+                    format!(
+                        "expectedVersion is {expected} but the variant does not exist yet \
+                         (version 0); read it again before writing"
+                    )
+                } else {
+                    format!(
+                        "expectedVersion is {expected} but the stored version is \
+                         {stored_version}; read it again before writing"
+                    )
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, FromQueryResult)]
 struct StoredVariant {
@@ -134,11 +171,13 @@ pub(super) async fn write(
     cohort: &str,
     config: Value,
     merge: bool,
+    publication: Publication<'_>,
 ) -> Result<ConfigVariant> {
     let now = validate::truncate_to_micros(Utc::now());
     let stored = match locked(db, experiment_id, cohort).await? {
         Some(stored) => stored,
         None => {
+            publication.check(0)?;
             let row = config_variant::ActiveModel {
                 id: NotSet,
                 experiment_id: Set(experiment_id.to_owned()),
@@ -152,6 +191,7 @@ pub(super) async fn write(
                 .exec_without_returning(db)
                 .await?;
             if matches!(inserted, sea_orm::TryInsertResult::Inserted(1)) {
+                record_version(db, experiment_id, cohort, 1, &config, now, publication).await?;
                 return Ok(variant(
                     experiment_id.to_owned(),
                     cohort.to_owned(),
@@ -167,6 +207,7 @@ pub(super) async fn write(
             })?
         }
     };
+    publication.check(stored.version)?;
     let config = if merge {
         let mut merged = match stored.config() {
             Ok(Value::Object(stored)) => stored,
@@ -199,6 +240,16 @@ pub(super) async fn write(
         .filter(Column::Id.eq(stored.id))
         .exec(db)
         .await?;
+    record_version(
+        db,
+        &stored.experiment_id,
+        &stored.cohort,
+        version,
+        &config,
+        now,
+        publication,
+    )
+    .await?;
     Ok(variant(
         stored.experiment_id,
         stored.cohort,
@@ -206,4 +257,137 @@ pub(super) async fn write(
         version,
         now,
     ))
+}
+
+/// Stores a published version and prunes the variant's versions beyond the ones kept.
+async fn record_version(
+    db: &impl ConnectionTrait,
+    experiment_id: &str,
+    cohort: &str,
+    version: i32,
+    config: &Value,
+    now: DateTime<Utc>,
+    publication: Publication<'_>,
+) -> Result<()> {
+    let row = config_version::ActiveModel {
+        id: NotSet,
+        experiment_id: Set(experiment_id.to_owned()),
+        cohort: Set(cohort.to_owned()),
+        version: Set(version),
+        config_data: Set(config.clone()),
+        created_at: Set(now),
+        actor: Set(publication.actor.to_owned()),
+        note: Set(publication.note),
+        rolled_back_from: Set(publication.rolled_back_from),
+    };
+    config_version::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+    let oldest_kept = i64::from(version) - i64::from(publication.versions_kept) + 1;
+    if oldest_kept > 1 {
+        config_version::Entity::delete_many()
+            .filter(config_version::Column::ExperimentId.eq(experiment_id))
+            .filter(config_version::Column::Cohort.eq(cohort))
+            .filter(config_version::Column::Version.lt(oldest_kept))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StoredVersion {
+    experiment_id: String,
+    cohort: String,
+    version: i32,
+    config_text: String,
+    created_at: DateTime<Utc>,
+    actor: String,
+    note: Option<String>,
+    rolled_back_from: Option<i32>,
+}
+
+impl StoredVersion {
+    /// The version, or `None` (logged) when its stored config cannot be read.
+    fn readable(self) -> Option<ConfigVersion> {
+        match serde_json::from_str(&self.config_text) {
+            Ok(config) => Some(ConfigVersion {
+                experiment_id: (self.experiment_id != GLOBAL).then_some(self.experiment_id),
+                cohort: self.cohort,
+                version: i64::from(self.version),
+                config,
+                created_at: self.created_at,
+                actor: self.actor,
+                note: self.note,
+                rolled_back_from: self.rolled_back_from.map(i64::from),
+            }),
+            Err(error) => {
+                tracing::error!(
+                    experiment_id = %self.experiment_id,
+                    cohort = %self.cohort,
+                    version = self.version,
+                    %error,
+                    "a stored config version cannot be read; it is left out of the history"
+                );
+                None
+            }
+        }
+    }
+}
+
+fn select_versions(experiment_id: &str, cohort: &str) -> Select<config_version::Entity> {
+    use config_version::Column as C;
+    config_version::Entity::find()
+        .select_only()
+        .columns([
+            C::ExperimentId,
+            C::Cohort,
+            C::Version,
+            C::CreatedAt,
+            C::Actor,
+            C::Note,
+            C::RolledBackFrom,
+        ])
+        .column_as(Expr::cust("CAST(config_data AS TEXT)"), "config_text")
+        .filter(C::ExperimentId.eq(experiment_id))
+        .filter(C::Cohort.eq(cohort))
+}
+
+/// Up to `limit` kept versions of a variant below `before` (all when `None`), newest first.
+pub(super) async fn versions(
+    db: &impl ConnectionTrait,
+    experiment_id: &str,
+    cohort: &str,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<ConfigVersion>> {
+    let mut query = select_versions(experiment_id, cohort);
+    if let Some(before) = before {
+        query = query.filter(config_version::Column::Version.lt(before));
+    }
+    let rows = query
+        .order_by_desc(config_version::Column::Version)
+        .limit(limit)
+        .into_model::<StoredVersion>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(StoredVersion::readable)
+        .collect())
+}
+
+/// One kept version of a variant, if it is kept and readable.
+pub(super) async fn version(
+    db: &impl ConnectionTrait,
+    experiment_id: &str,
+    cohort: &str,
+    version: i64,
+) -> Result<Option<ConfigVersion>> {
+    let row = select_versions(experiment_id, cohort)
+        .filter(config_version::Column::Version.eq(version))
+        .into_model::<StoredVersion>()
+        .one(db)
+        .await?;
+    Ok(row.and_then(StoredVersion::readable))
 }
