@@ -128,6 +128,7 @@ impl App {
 
 /// The complete router for a configuration: connects, migrates and wires the services.
 pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
+    let keys = Keys::new(&config.keys).map_err(anyhow::Error::msg)?;
     let backend = db::Backend::from_url(&config.database.url)?;
     let connect = || async {
         db::connect(&config.database)
@@ -158,7 +159,7 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
             CacheBudget::of_total(config.cache.memory_bytes()),
             config.history.config_versions_kept,
         ),
-        Arc::new(Keys::new(&config.keys)),
+        Arc::new(keys),
         !config.server.disable_introspection,
         Duration::from_secs(config.server.request_timeout_secs.max(1)),
     ))

@@ -166,10 +166,14 @@ pub struct ServerConfig {
 
 #[derive(Clone, Args)]
 pub struct KeyConfig {
-    /// Key for game clients and services (`Authorization: Bearer` or `?http_key=`).
+    /// Keys for game clients and services (`Authorization: Bearer` or `?http_key=`): comma-separated
+    /// `name:secret` or bare secrets (named `http`); any listed key is accepted, so listing the old
+    /// and the new key together rotates without downtime.
     #[arg(long = "http-key", env = "OCTP_HTTP_KEY", default_value = DEFAULT_HTTP_KEY, global = true, hide_env_values = true)]
     pub http_key: String,
-    /// Key for config and experiment changes; it may also do everything the http key does.
+    /// Keys for config and experiment changes, listed like `--http-key` (a bare secret is named
+    /// `admin`); the name is the `actor` in history. An admin key may also do everything an http
+    /// key does.
     #[arg(long = "admin-key", env = "OCTP_ADMIN_KEY", default_value = DEFAULT_ADMIN_KEY, global = true, hide_env_values = true)]
     pub admin_key: String,
 }
@@ -188,10 +192,10 @@ impl KeyConfig {
     /// Names of the keys still at their public defaults.
     pub fn defaults_in_use(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
-        if self.http_key == DEFAULT_HTTP_KEY {
+        if crate::auth::lists_secret(&self.http_key, DEFAULT_HTTP_KEY) {
             names.push("http key");
         }
-        if self.admin_key == DEFAULT_ADMIN_KEY {
+        if crate::auth::lists_secret(&self.admin_key, DEFAULT_ADMIN_KEY) {
             names.push("admin key");
         }
         names

@@ -338,3 +338,58 @@ async fn variants_stored_before_history_existed_start_it_with_their_current_vers
     assert_eq!(next["updateRemoteConfig"]["version"], 3);
     assert_eq!(versions(&history(&upgraded, json!({})).await), [3, 2]);
 }
+
+#[tokio::test]
+async fn named_admin_keys_are_the_actors_and_listed_keys_rotate() {
+    let app = TestApp::spawn_with(TestDatabase::create().await, |config| {
+        config.keys.admin_key = "alice:alice-secret, bob:bob-secret".to_owned();
+        config.keys.http_key = "game:new-game-key,old-game-key".to_owned();
+    })
+    .await;
+    for (secret, coins) in [("alice-secret", 1), ("bob-secret", 2)] {
+        let (status, body) = app
+            .gql_as(Some(secret), UPDATE, json!({"config": {"coins": coins}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let (_, body) = app.gql_as(Some("bob-secret"), HISTORY, json!({})).await;
+    let actors: Vec<&str> = body["data"]["configHistory"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["bob", "alice"]);
+
+    for key in ["new-game-key", "old-game-key"] {
+        let (status, body) = app.gql_as(Some(key), FETCH, json!({"u": "p"})).await;
+        assert_eq!(status, StatusCode::OK, "{key}: {body}");
+        assert_eq!(body["data"]["remoteConfig"]["config"], json!({"coins": 2}));
+    }
+    for unlisted in [ADMIN_KEY, HTTP_KEY, "alice", "alice:alice-secret"] {
+        let (status, _) = app.gql_as(Some(unlisted), FETCH, json!({"u": "p"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{unlisted}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_list_stops_startup_with_a_message_naming_it() {
+    let database = TestDatabase::create().await;
+    let mut config =
+        octp_backend::Config::with_database(database.url(), "127.0.0.1:0".parse().unwrap());
+    config.keys.admin_key = "ops team:hunter2".to_owned();
+    let error = octp_backend::App::build(config)
+        .await
+        .err()
+        .expect("startup fails");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("--admin-key: key 1 has the name \"ops team\""),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "the secret is not shown: {message}"
+    );
+}

@@ -232,7 +232,12 @@ mod tests {
         let hit = cache.get(&key, 7).expect("a hit in the same generation");
         assert_eq!((hit.body.as_ref(), hit.fetches), (&b"reply"[..], 2));
         assert!(cache.get(&key, 8).is_none(), "a later generation misses");
-        let other_role = ReplyKey::new(ReplyScope::GraphQL, Role::Admin, b"{}").unwrap();
+        let other_role = ReplyKey::new(
+            ReplyScope::GraphQL,
+            Role::Admin(crate::auth::KeyName::ADMIN),
+            b"{}",
+        )
+        .unwrap();
         assert!(cache.get(&other_role, 7).is_none());
 
         let unobserved = Freshness::default();
