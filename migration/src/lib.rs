@@ -8,6 +8,7 @@ mod m20261124_000002_create_analytics_events;
 mod m20261124_000003_create_config_variants;
 mod m20261124_000004_create_user_experiment_assignments;
 mod m20261130_000005_create_config_versions;
+mod m20261130_000006_create_experiment_changes_and_audit_log;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_create_config_variants::Migration),
             Box::new(m20261124_000004_create_user_experiment_assignments::Migration),
             Box::new(m20261130_000005_create_config_versions::Migration),
+            Box::new(m20261130_000006_create_experiment_changes_and_audit_log::Migration),
         ]
     }
 }

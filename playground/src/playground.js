@@ -111,6 +111,23 @@
       { experimentId: null, cohort: null, toVersion: 1, note: "back to the launch config" },
       ADMIN_KEY_HEADERS
     ),
+    tab(
+      "# Admin key needed (see Headers). Who changed what, when, from what to what. Filter with\n" +
+        "# entityType (experiment or config) and entityId (an experiment id, or experiment/cohort).\n" +
+        "query AuditLog($first: Int, $after: String, $entityType: String, $entityId: String) {\n" +
+        "  auditLog(first: $first, after: $after, entityType: $entityType, entityId: $entityId) {\n" +
+        "    nodes { id at actor action entityType entityId before after }\n" +
+        "    pageInfo { hasNextPage endCursor }\n  }\n}",
+      { first: 20, entityType: null, entityId: null },
+      ADMIN_KEY_HEADERS
+    ),
+    tab(
+      "# Admin key needed (see Headers). Every change of an experiment's weights, salt, activity or window.\n" +
+        "query ExperimentHistory($id: String!) {\n  experiment(id: $id) {\n    id name\n" +
+        "    history { at actor cohorts { name weight } salt active startAt endAt }\n  }\n}",
+      { id: "onboarding_v2" },
+      ADMIN_KEY_HEADERS
+    ),
   ];
 
   var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql" });

@@ -6,7 +6,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
     sea_query::OnConflict,
 };
 
@@ -15,10 +18,11 @@ use crate::{
     db::{
         WriteGate,
         assignments::AssignmentWriter,
-        entities::{experiment_metadata, user_experiment_assignment},
+        entities::{experiment_change, experiment_metadata, user_experiment_assignment},
     },
     domain::{
         assignment::{self, CohortWeights},
+        audit::{self, AuditRecord, EntityType},
         changes::Changes,
         ids::{Slug, UserId},
         validate::{self, TimestampValue},
@@ -332,7 +336,12 @@ impl ExperimentService {
     /// Creates or replaces an experiment. Without `salt`, a stored salt is kept (a new experiment's
     /// salt is its id).
     #[tracing::instrument(skip_all, fields(experiment_id = %input.id))]
-    pub async fn upsert(&self, caller: Role, input: ExperimentInput) -> Result<Arc<Experiment>> {
+    pub async fn upsert(
+        &self,
+        caller: Role,
+        action: &'static str,
+        input: ExperimentInput,
+    ) -> Result<Arc<Experiment>> {
         caller.require_admin()?;
         let valid = validate_experiment(&input)?;
         let now = validate::truncate_to_micros(Utc::now());
@@ -361,14 +370,18 @@ impl ExperimentService {
             update.push(experiment_metadata::Column::Salt);
         }
         let turn = self.inner.writes.enter().await;
+        let transaction = self.inner.db.begin().await?;
+        let before = locked_experiment(&transaction, &input.id).await?;
         experiment_metadata::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(experiment_metadata::Column::ExperimentId)
                     .update_columns(update)
                     .to_owned(),
             )
-            .exec_without_returning(&self.inner.db)
+            .exec_without_returning(&transaction)
             .await?;
+        record_change(&transaction, caller, action, &input.id, before, now).await?;
+        transaction.commit().await?;
         drop(turn);
         self.invalidate();
         self.require(&input.id).await
@@ -378,27 +391,41 @@ impl ExperimentService {
     pub async fn set_active(
         &self,
         caller: Role,
+        action: &'static str,
         id: &str,
         active: bool,
     ) -> Result<Arc<Experiment>> {
         caller.require_admin()?;
         let id = Slug::parse("id", id)?;
+        let now = validate::truncate_to_micros(Utc::now());
         let turn = self.inner.writes.enter().await;
-        let updated = experiment_metadata::Entity::update_many()
-            .col_expr(experiment_metadata::Column::IsActive, active.into())
-            .col_expr(
-                experiment_metadata::Column::UpdatedAt,
-                validate::truncate_to_micros(Utc::now()).into(),
-            )
-            .filter(experiment_metadata::Column::ExperimentId.eq(id.as_ref()))
-            .exec(&self.inner.db)
-            .await?;
-        drop(turn);
-        if updated.rows_affected == 0 {
+        let transaction = self.inner.db.begin().await?;
+        let Some(before) = locked_experiment(&transaction, &id).await? else {
             return Err(Error::NotFound(format!("experiment not found: {id}")));
-        }
+        };
+        experiment_metadata::Entity::update_many()
+            .col_expr(experiment_metadata::Column::IsActive, active.into())
+            .col_expr(experiment_metadata::Column::UpdatedAt, now.into())
+            .filter(experiment_metadata::Column::ExperimentId.eq(id.as_ref()))
+            .exec(&transaction)
+            .await?;
+        record_change(&transaction, caller, action, &id, Some(before), now).await?;
+        transaction.commit().await?;
+        drop(turn);
         self.invalidate();
         self.require(&id).await
+    }
+
+    /// Every recorded state of an experiment, oldest first (admin key). The cohort weights of
+    /// consecutive changes delimit the phases results are analysed in.
+    pub async fn history(&self, caller: Role, id: &str) -> Result<Vec<ExperimentChange>> {
+        caller.require_admin()?;
+        let rows = experiment_change::Entity::find()
+            .filter(experiment_change::Column::ExperimentId.eq(id))
+            .order_by_asc(experiment_change::Column::Id)
+            .all(&self.inner.db)
+            .await?;
+        Ok(rows.into_iter().map(ExperimentChange::from).collect())
     }
 
     async fn require(&self, id: &str) -> Result<Arc<Experiment>> {
@@ -406,6 +433,109 @@ impl ExperimentService {
             .await?
             .ok_or_else(|| Error::NotFound(format!("experiment not found: {id}")))
     }
+}
+
+/// An experiment's recorded state: what assignment and analysis depend on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentChange {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub cohorts: CohortWeights,
+    pub salt: String,
+    pub active: bool,
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+impl From<experiment_change::Model> for ExperimentChange {
+    fn from(model: experiment_change::Model) -> Self {
+        ExperimentChange {
+            at: model.at,
+            actor: model.actor,
+            cohorts: CohortWeights::from_stored(&model.cohorts),
+            salt: model.salt,
+            active: model.is_active,
+            start_at: model.start_at,
+            end_at: model.end_at,
+        }
+    }
+}
+
+/// The experiment's row, locked until the transaction ends (PostgreSQL; SQLite has one writer).
+async fn locked_experiment(
+    db: &impl ConnectionTrait,
+    id: &str,
+) -> Result<Option<experiment_metadata::Model>> {
+    Ok(experiment_metadata::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(db)
+        .await?)
+}
+
+/// After a write inside `db`'s transaction: an experiment change when the state that assignment
+/// and analysis depend on moved (or the experiment is new), and an audit entry in any case.
+async fn record_change(
+    db: &impl ConnectionTrait,
+    caller: Role,
+    action: &str,
+    id: &str,
+    before: Option<experiment_metadata::Model>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let after = experiment_metadata::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            tracing::error!(experiment_id = %id, "an experiment vanished while it was being written");
+            Error::Internal
+        })?;
+    let state = |model: &experiment_metadata::Model| {
+        (
+            CohortWeights::from_stored(&model.cohorts),
+            model.salt.clone(),
+            model.is_active,
+            model.start_at,
+            model.end_at,
+        )
+    };
+    if before.as_ref().map(state) != Some(state(&after)) {
+        experiment_change::ActiveModel {
+            id: NotSet,
+            experiment_id: Set(after.experiment_id.clone()),
+            at: Set(now),
+            actor: Set(caller.actor().to_owned()),
+            cohorts: Set(after.cohorts.clone()),
+            salt: Set(after.salt.clone()),
+            is_active: Set(after.is_active),
+            start_at: Set(after.start_at),
+            end_at: Set(after.end_at),
+        }
+        .insert(db)
+        .await?;
+    }
+    let record = AuditRecord {
+        actor: caller.actor(),
+        action,
+        entity_type: EntityType::Experiment,
+        entity_id: id.to_owned(),
+        before: before.as_ref().map(audit_state),
+        after: Some(audit_state(&after)),
+    };
+    audit::record(db, now, record).await
+}
+
+/// An experiment as the audit log shows it.
+fn audit_state(model: &experiment_metadata::Model) -> serde_json::Value {
+    serde_json::json!({
+        "id": model.experiment_id,
+        "name": model.name,
+        "description": model.description,
+        "cohorts": model.cohorts,
+        "salt": model.salt,
+        "active": model.is_active,
+        "startAt": model.start_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "endAt": model.end_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    })
 }
 
 async fn find_assignment(

@@ -2,12 +2,14 @@
 //! through the [`Services`] bundle, and nothing else.
 
 pub mod assignment;
+pub mod audit;
 pub mod changes;
 pub mod config;
 pub mod events;
 pub mod experiments;
 pub mod health;
 pub mod ids;
+pub mod paging;
 pub mod validate;
 
 use std::time::Duration;
@@ -15,8 +17,8 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 
 use self::{
-    changes::Changes, config::ConfigService, events::EventService, experiments::ExperimentService,
-    health::HealthService,
+    audit::AuditService, changes::Changes, config::ConfigService, events::EventService,
+    experiments::ExperimentService, health::HealthService,
 };
 use crate::db::WriteGate;
 
@@ -46,6 +48,7 @@ pub struct Services {
     pub events: EventService,
     pub experiments: ExperimentService,
     pub config: ConfigService,
+    pub audit: AuditService,
 }
 
 impl Services {
@@ -77,6 +80,7 @@ impl Services {
             config_versions_kept,
         );
         Services {
+            audit: AuditService::new(db.clone()),
             events: EventService::new(db.clone(), history, writes),
             health: HealthService::new(db, config.clone()),
             experiments,

@@ -14,16 +14,9 @@ use crate::{
     },
     graphql::{
         HEAVY_JSON, LIST, QUERY, ROW, budget::json_output, error::Extend, experiments::Assignment,
-        role, scalars::DateTime, services,
+        listing_page_size, role, scalars::DateTime, services,
     },
 };
-
-/// The page size `configHistory` serves for its `first` argument, for the complexity estimate.
-fn history_page_size(first: Option<i32>) -> usize {
-    first
-        .map_or(DEFAULT_HISTORY_PAGE, |first| first.max(0) as u64)
-        .min(MAX_HISTORY_PAGE) as usize
-}
 
 #[derive(Default)]
 pub struct ConfigQuery;
@@ -52,7 +45,9 @@ impl ConfigQuery {
 
     /// Every kept version of a config variant, newest first (admin key). `experimentId` absent:
     /// the global default; `cohort` absent: the experiment's `default`. `first` is capped at 300.
-    #[graphql(complexity = "QUERY + history_page_size(first) * (ROW + child_complexity)")]
+    #[graphql(
+        complexity = "QUERY + listing_page_size(first, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE) * (ROW + child_complexity)"
+    )]
     async fn config_history(
         &self,
         ctx: &Context<'_>,
@@ -106,6 +101,7 @@ impl ConfigMutation {
         note: Option<String>,
     ) -> Result<ConfigVariant> {
         let update = ConfigUpdate {
+            action: "updateRemoteConfig",
             experiment_id,
             cohort,
             config: config.0,
@@ -139,6 +135,7 @@ impl ConfigMutation {
             .config
             .rollback(
                 role(ctx),
+                "rollbackRemoteConfig",
                 experiment_id.as_deref(),
                 cohort.as_deref(),
                 i64::from(to_version),

@@ -8,6 +8,7 @@ use async_graphql::{
 
 use crate::{
     domain::{
+        assignment::CohortWeights,
         experiments::{self, DEFAULT_ACTIVE, ExperimentInput as DomainExperimentInput},
         ids::{Slug, UserId},
     },
@@ -75,7 +76,7 @@ impl ExperimentsMutation {
     ) -> Result<Experiment> {
         services(ctx)
             .experiments
-            .upsert(role(ctx), input.into_domain())
+            .upsert(role(ctx), "upsertExperiment", input.into_domain())
             .await
             .map(Experiment)
             .extended()
@@ -91,7 +92,7 @@ impl ExperimentsMutation {
     ) -> Result<Experiment> {
         services(ctx)
             .experiments
-            .set_active(role(ctx), &id, active)
+            .set_active(role(ctx), "setExperimentActive", &id, active)
             .await
             .map(Experiment)
             .extended()
@@ -144,14 +145,7 @@ impl Experiment {
     /// Cohorts in byte order of their names.
     #[graphql(complexity = "LIST * child_complexity")]
     async fn cohorts(&self) -> Vec<Cohort> {
-        self.0
-            .cohorts
-            .iter()
-            .map(|(name, weight)| Cohort {
-                name: name.to_owned(),
-                weight,
-            })
-            .collect()
+        cohorts_of(&self.0.cohorts)
     }
     /// The stored flag; the experiment is active only inside its time window as well.
     async fn active(&self) -> bool {
@@ -179,12 +173,65 @@ impl Experiment {
             .unwrap_or_default();
         Ok(variants.into_iter().map(ConfigVariant).collect())
     }
+    /// Every recorded state of the experiment, oldest first (admin key): each upsert or
+    /// activation that changed the weights, salt, active flag or window, with who and when.
+    #[graphql(complexity = "QUERY + LIST * child_complexity")]
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<ExperimentChange>> {
+        services(ctx)
+            .experiments
+            .history(role(ctx), &self.0.id)
+            .await
+            .map(|changes| changes.into_iter().map(ExperimentChange).collect())
+            .extended()
+    }
 }
 
 #[derive(SimpleObject)]
 pub struct Cohort {
     name: String,
     weight: f64,
+}
+
+fn cohorts_of(weights: &CohortWeights) -> Vec<Cohort> {
+    weights
+        .iter()
+        .map(|(name, weight)| Cohort {
+            name: name.to_owned(),
+            weight,
+        })
+        .collect()
+}
+
+/// The state of an experiment after a recorded change.
+pub struct ExperimentChange(experiments::ExperimentChange);
+
+#[Object]
+impl ExperimentChange {
+    async fn at(&self) -> DateTime {
+        self.0.at.into()
+    }
+    /// The name of the admin key that made the change (`migration`: the state found when history
+    /// began).
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    /// Cohorts in byte order of their names.
+    #[graphql(complexity = "LIST * child_complexity")]
+    async fn cohorts(&self) -> Vec<Cohort> {
+        cohorts_of(&self.0.cohorts)
+    }
+    async fn salt(&self) -> &str {
+        &self.0.salt
+    }
+    async fn active(&self) -> bool {
+        self.0.active
+    }
+    async fn start_at(&self) -> Option<DateTime> {
+        self.0.start_at.map(DateTime::from)
+    }
+    async fn end_at(&self) -> Option<DateTime> {
+        self.0.end_at.map(DateTime::from)
+    }
 }
 
 pub struct Assignment(pub Arc<experiments::Assignment>);

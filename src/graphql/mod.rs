@@ -2,6 +2,7 @@
 //! (`router`). Resolvers parse, call one service method and map the result; rules live in
 //! `crate::domain`.
 
+mod audit;
 mod budget;
 mod cacheable;
 mod complete;
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     events::EventsQuery,
     config::ConfigQuery,
     experiments::ExperimentsQuery,
+    audit::AuditQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -73,10 +75,16 @@ const LIST: usize = 20;
 
 /// The page size `userEvents` serves for its `first` argument.
 fn page_size(first: Option<i32>) -> usize {
-    let first = first.map_or(crate::domain::events::DEFAULT_PAGE, |first| {
-        first.max(0) as u64
-    });
-    first.min(crate::domain::events::MAX_PAGE) as usize
+    listing_page_size(
+        first,
+        crate::domain::events::DEFAULT_PAGE,
+        crate::domain::events::MAX_PAGE,
+    )
+}
+
+/// At most how many rows a listing serves for its `first` argument, for complexity estimates.
+fn listing_page_size(first: Option<i32>, default: u64, max: u64) -> usize {
+    first.map_or(default, |first| first.max(0) as u64).min(max) as usize
 }
 
 /// The executable schema, with the services and loaders resolvers call; checked documents are

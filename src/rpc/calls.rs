@@ -85,6 +85,7 @@ pub async fn dispatch(call: Call, services: &Services, role: Role, text: &str) -
                 errors.push(FieldError::new("config", "is required"));
             }
             let update = ConfigUpdate {
+                action: "UpdateRemoteConfig",
                 experiment_id: experiment_id.flatten(),
                 cohort: cohort.flatten(),
                 config: config.unwrap_or_default(),

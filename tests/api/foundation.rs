@@ -5,15 +5,19 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDatabase, skip};
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 7] = [
     "analytics_events",
+    "audit_log",
     "config_variants",
     "config_versions",
+    "experiment_changes",
     "experiment_metadata",
     "user_experiment_assignments",
 ];
 
-const INDEXES: [&str; 10] = [
+const INDEXES: [&str; 12] = [
+    "idx_audit_log_entity",
+    "idx_experiment_changes_experiment",
     "idx_analytics_events_event_name",
     "idx_analytics_events_event_timestamp",
     "idx_analytics_events_experiment_cohort",
@@ -80,8 +84,11 @@ async fn json_columns_are_jsonb_on_postgres() {
         columns,
         [
             "analytics_events.properties",
+            "audit_log.after_data",
+            "audit_log.before_data",
             "config_variants.config_data",
             "config_versions.config_data",
+            "experiment_changes.cohorts",
             "experiment_metadata.cohorts"
         ]
     );
@@ -138,18 +145,23 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
     };
 
     let fresh = migrate(&["status"]);
-    assert_eq!(fresh.matches("Pending").count(), 5, "{fresh}");
+    assert_eq!(fresh.matches("Pending").count(), 6, "{fresh}");
 
-    assert!(migrate(&["up"]).contains("applied: 5, pending: 0"));
-    assert_eq!(migrate(&["status"]).matches("Applied").count(), 5);
+    assert!(migrate(&["up"]).contains("applied: 6, pending: 0"));
+    assert_eq!(migrate(&["status"]).matches("Applied").count(), 6);
 
-    assert!(migrate(&["down", "--steps", "2"]).contains("applied: 3, pending: 2"));
+    assert!(migrate(&["down", "--steps", "3"]).contains("applied: 3, pending: 3"));
     let (tables, _) = database.schema_objects().await;
-    for removed in ["user_experiment_assignments", "config_versions"] {
+    for removed in [
+        "user_experiment_assignments",
+        "config_versions",
+        "experiment_changes",
+        "audit_log",
+    ] {
         assert!(!tables.contains(&removed.to_owned()), "{tables:?}");
     }
 
-    assert!(migrate(&["up"]).contains("applied: 5, pending: 0"));
+    assert!(migrate(&["up"]).contains("applied: 6, pending: 0"));
 }
 
 #[tokio::test]

@@ -159,6 +159,23 @@ impl TestApp {
         Self::spawn_with(TestDatabase::create().await, |_| {}).await
     }
 
+    /// Takes this server's database back to an older schema with `rewind` (statements dropping
+    /// what a migration made, and its record), then starts a second server on it, which migrates
+    /// it again as an upgrade would.
+    pub async fn upgraded_after(&self, rewind: &[&str]) -> TestApp {
+        let connection = self.database.connect().await;
+        for statement in rewind {
+            sea_orm::ConnectionTrait::execute_unprepared(&connection, statement)
+                .await
+                .unwrap_or_else(|error| panic!("{statement}: {error}"));
+        }
+        TestApp::spawn_with(
+            TestDatabase::External(self.database.url().to_owned()),
+            |_| {},
+        )
+        .await
+    }
+
     pub async fn spawn_with(database: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         // Server warnings and errors show in a failing test's output.
         let _ = tracing_subscriber::fmt()

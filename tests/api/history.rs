@@ -313,21 +313,12 @@ async fn variants_stored_before_history_existed_start_it_with_their_current_vers
         app.admin(UPDATE, json!({"config": {"coins": coins}})).await;
     }
     // Back to the schema before config versions: the table and its migration record gone.
-    let connection = app.database.connect().await;
-    for statement in [
-        "DROP TABLE config_versions",
-        "DELETE FROM seaql_migrations WHERE version = 'm20261130_000005_create_config_versions'",
-    ] {
-        sea_orm::ConnectionTrait::execute_unprepared(&connection, statement)
-            .await
-            .unwrap();
-    }
-
-    let upgraded = TestApp::spawn_with(
-        TestDatabase::External(app.database.url().to_owned()),
-        |_| {},
-    )
-    .await;
+    let upgraded = app
+        .upgraded_after(&[
+            "DROP TABLE config_versions",
+            "DELETE FROM seaql_migrations WHERE version = 'm20261130_000005_create_config_versions'",
+        ])
+        .await;
     let page = history(&upgraded, json!({})).await;
     assert_eq!(versions(&page), [2]);
     assert_eq!(page["nodes"][0]["actor"], "migration");

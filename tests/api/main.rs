@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod browser;
 mod config;
 mod db_faults;

@@ -36,7 +36,7 @@ use crate::{
         changes::Changes,
         experiments::{Assignment, ENTRY_OVERHEAD_BYTES, ExperimentService, GLOBAL},
         ids::{Slug, UserId},
-        validate,
+        paging, validate,
     },
     error::{Error, FieldError, FieldErrors, Result},
 };
@@ -150,10 +150,13 @@ enum Content {
 pub const DEFAULT_HISTORY_PAGE: u64 = 20;
 pub const MAX_HISTORY_PAGE: u64 = 300;
 const MAX_NOTE_CHARS: usize = 1024;
+const VERSION_CURSOR_KIND: &str = "cv1";
 
 /// `updateRemoteConfig` input as the client sent it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConfigUpdate {
+    /// The mutation or RPC name, as the audit log records it.
+    pub action: &'static str,
     /// Absent: the global default.
     pub experiment_id: Option<String>,
     /// Absent: the experiment's `default`.
@@ -417,6 +420,7 @@ impl ConfigService {
         let merge = update.merge.unwrap_or(DEFAULT_MERGE);
         let publication = Publication {
             actor: caller.actor(),
+            action: update.action,
             note: update.note,
             rolled_back_from: None,
             expected_version: update.expected_version,
@@ -432,9 +436,11 @@ impl ConfigService {
 
     /// Publishes the config of a kept version again, as a new version (admin key).
     #[tracing::instrument(skip_all, fields(experiment_id = ?experiment_id, cohort = ?cohort, to_version))]
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument, with the caller and action
     pub async fn rollback(
         &self,
         caller: Role,
+        action: &'static str,
         experiment_id: Option<&str>,
         cohort: Option<&str>,
         to_version: i64,
@@ -452,6 +458,7 @@ impl ConfigService {
         let (experiment_id, cohort) = self.target(experiment_id, cohort).await?;
         let publication = Publication {
             actor: caller.actor(),
+            action,
             note,
             rolled_back_from: i32::try_from(to_version).ok(),
             expected_version,
@@ -514,13 +521,18 @@ impl ConfigService {
     ) -> Result<(Vec<ConfigVersion>, bool)> {
         caller.require_admin()?;
         let mut errors = FieldErrors::default();
-        let page = errors.take(history_page(first));
-        let before = errors.take(after.map(decode_version_cursor).transpose());
-        errors.into_result()?;
-        let (page, before) = (
-            page.flatten().unwrap_or(DEFAULT_HISTORY_PAGE),
-            before.flatten(),
+        let page = errors.take(paging::page_size(
+            first,
+            DEFAULT_HISTORY_PAGE,
+            MAX_HISTORY_PAGE,
+        ));
+        let before = errors.take(
+            after
+                .map(|after| paging::decode_cursor(VERSION_CURSOR_KIND, after))
+                .transpose(),
         );
+        errors.into_result()?;
+        let (page, before) = (page.unwrap_or(DEFAULT_HISTORY_PAGE), before.flatten());
         let (experiment_id, cohort) = self.variant_key(experiment_id, cohort)?;
         let mut versions =
             store::versions(&self.inner.db, &experiment_id, &cohort, before, page + 1).await?;
@@ -611,29 +623,7 @@ fn check_note(note: Option<&str>) -> std::result::Result<(), FieldError> {
     }
 }
 
-fn history_page(first: Option<i64>) -> std::result::Result<Option<u64>, FieldError> {
-    match first {
-        None => Ok(None),
-        Some(first) if (1..=MAX_HISTORY_PAGE as i64).contains(&first) => Ok(Some(first as u64)),
-        Some(_) => Err(FieldError::new(
-            "first",
-            format!("must be between 1 and {MAX_HISTORY_PAGE}"),
-        )),
-    }
-}
-
 /// The opaque `configHistory` cursor: the version a page ended at.
 pub fn version_cursor(version: i64) -> String {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    URL_SAFE_NO_PAD.encode(format!("cv1:{version}"))
-}
-
-fn decode_version_cursor(text: &str) -> std::result::Result<i64, FieldError> {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    URL_SAFE_NO_PAD
-        .decode(text.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("cv1:")?.parse().ok())
-        .ok_or_else(|| FieldError::new("after", "is not a cursor this server issued"))
+    paging::cursor(VERSION_CURSOR_KIND, version)
 }

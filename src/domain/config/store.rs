@@ -19,13 +19,19 @@ use crate::{
         config_variant::{self, Column, Entity},
         config_version,
     },
-    domain::{experiments::GLOBAL, validate},
+    domain::{
+        audit::{self, AuditRecord, EntityType},
+        experiments::GLOBAL,
+        validate,
+    },
     error::{Error, Result},
 };
 
 /// What a write publishes beside the config: who, why, and which version it restores.
 pub(super) struct Publication<'a> {
     pub actor: &'a str,
+    /// The mutation or RPC name, for the audit log.
+    pub action: &'a str,
     pub note: Option<String>,
     pub rolled_back_from: Option<i32>,
     /// Write only when the stored version is this one (0: the variant must not exist yet).
@@ -191,7 +197,9 @@ pub(super) async fn write(
                 .exec_without_returning(db)
                 .await?;
             if matches!(inserted, sea_orm::TryInsertResult::Inserted(1)) {
-                record_version(db, experiment_id, cohort, 1, &config, now, publication).await?;
+                record_version(db, experiment_id, cohort, 1, &config, now, &publication).await?;
+                let after = Some(audit_state(1, Some(&config)));
+                record_audit(db, experiment_id, cohort, now, &publication, None, after).await?;
                 return Ok(variant(
                     experiment_id.to_owned(),
                     cohort.to_owned(),
@@ -247,7 +255,19 @@ pub(super) async fn write(
         version,
         &config,
         now,
-        publication,
+        &publication,
+    )
+    .await?;
+    let before = Some(audit_state(stored.version, stored.config().ok().as_ref()));
+    let after = Some(audit_state(version, Some(&config)));
+    record_audit(
+        db,
+        &stored.experiment_id,
+        &stored.cohort,
+        now,
+        &publication,
+        before,
+        after,
     )
     .await?;
     Ok(variant(
@@ -267,7 +287,7 @@ async fn record_version(
     version: i32,
     config: &Value,
     now: DateTime<Utc>,
-    publication: Publication<'_>,
+    publication: &Publication<'_>,
 ) -> Result<()> {
     let row = config_version::ActiveModel {
         id: NotSet,
@@ -277,7 +297,7 @@ async fn record_version(
         config_data: Set(config.clone()),
         created_at: Set(now),
         actor: Set(publication.actor.to_owned()),
-        note: Set(publication.note),
+        note: Set(publication.note.clone()),
         rolled_back_from: Set(publication.rolled_back_from),
     };
     config_version::Entity::insert(row)
@@ -390,4 +410,29 @@ pub(super) async fn version(
         .one(db)
         .await?;
     Ok(row.and_then(StoredVersion::readable))
+}
+
+/// A variant as the audit log shows it (`config` is null when the stored one cannot be read).
+fn audit_state(version: i32, config: Option<&Value>) -> Value {
+    serde_json::json!({"version": version, "config": config})
+}
+
+async fn record_audit(
+    db: &impl ConnectionTrait,
+    experiment_id: &str,
+    cohort: &str,
+    now: DateTime<Utc>,
+    publication: &Publication<'_>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<()> {
+    let record = AuditRecord {
+        actor: publication.actor,
+        action: publication.action,
+        entity_type: EntityType::Config,
+        entity_id: format!("{experiment_id}/{cohort}"),
+        before,
+        after,
+    };
+    audit::record(db, now, record).await
 }
