@@ -404,7 +404,16 @@ pub async fn run_node_test(dir: &str, file: &str, env: &[(&str, String)]) -> (bo
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(dir);
-    if !dir.join("node_modules").is_dir() {
+    // Tests of one directory run at once; without the lock one test's `npm ci` (which empties
+    // node_modules first) pulls the packages from under another test already running node. The
+    // lockfile npm writes last tells a finished install from one under way or interrupted.
+    static INSTALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let installing = INSTALLS.lock().await;
+    if !dir
+        .join("node_modules")
+        .join(".package-lock.json")
+        .is_file()
+    {
         // `--ignore-scripts`: a dependency's install script phones home, which must not run in tests.
         let install = Command::new("npm")
             .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
@@ -418,6 +427,7 @@ pub async fn run_node_test(dir: &str, file: &str, env: &[(&str, String)]) -> (bo
             String::from_utf8_lossy(&install.stderr)
         );
     }
+    drop(installing);
     let run = Command::new("node")
         .args(["--test", "--test-reporter=spec", file])
         .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
