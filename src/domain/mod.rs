@@ -10,6 +10,7 @@ pub mod experiments;
 pub mod health;
 pub mod ids;
 pub mod paging;
+pub mod statistics;
 pub mod validate;
 
 use std::time::Duration;
