@@ -9,7 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls, types::ToSql};
+use tokio_postgres::types::ToSql;
+
+#[path = "common/pg.rs"]
+mod pg;
+use pg::connect;
 
 const BATCH: usize = 32;
 
@@ -28,16 +32,6 @@ async fn main() -> Result<(), tokio_postgres::Error> {
     println!("SINGLE {single:.0}");
     println!("BATCH{BATCH} {batched:.0}");
     Ok(())
-}
-
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("connection error: {error}");
-        }
-    });
-    Ok(client)
 }
 
 /// Rows committed per second by `workers` clients, each committing `rows` new players at a time.

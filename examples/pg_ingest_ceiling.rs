@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::{Client, NoTls, types::ToSql};
+use tokio_postgres::{Client, types::ToSql};
+
+#[path = "common/pg.rs"]
+mod pg;
+use pg::connect;
 
 const BATCH: usize = 100;
 
@@ -35,16 +39,6 @@ async fn main() -> Result<(), tokio_postgres::Error> {
 enum Mode {
     Insert,
     Copy,
-}
-
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("connection error: {error}");
-        }
-    });
-    Ok(client)
 }
 
 async fn run(

@@ -380,11 +380,11 @@ impl ExperimentService {
             )
             .exec_without_returning(&transaction)
             .await?;
-        record_change(&transaction, caller, action, &input.id, before, now).await?;
+        let after = record_change(&transaction, caller, action, &input.id, before, now).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();
-        self.require(&input.id).await
+        Ok(Arc::new(Experiment::from(after)))
     }
 
     /// Sets the stored active flag (admin key).
@@ -409,11 +409,11 @@ impl ExperimentService {
             .filter(experiment_metadata::Column::ExperimentId.eq(id.as_ref()))
             .exec(&transaction)
             .await?;
-        record_change(&transaction, caller, action, &id, Some(before), now).await?;
+        let after = record_change(&transaction, caller, action, &id, Some(before), now).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();
-        self.require(&id).await
+        Ok(Arc::new(Experiment::from(after)))
     }
 
     /// Every recorded state of an experiment, oldest first (admin key). The cohort weights of
@@ -426,12 +426,6 @@ impl ExperimentService {
             .all(&self.inner.db)
             .await?;
         Ok(rows.into_iter().map(ExperimentChange::from).collect())
-    }
-
-    async fn require(&self, id: &str) -> Result<Arc<Experiment>> {
-        self.get(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("experiment not found: {id}")))
     }
 }
 
@@ -474,6 +468,7 @@ async fn locked_experiment(
 
 /// After a write inside `db`'s transaction: an experiment change when the state that assignment
 /// and analysis depend on moved (or the experiment is new), and an audit entry in any case.
+/// Returns the stored row, which is what the write answers with.
 async fn record_change(
     db: &impl ConnectionTrait,
     caller: Role,
@@ -481,7 +476,7 @@ async fn record_change(
     id: &str,
     before: Option<experiment_metadata::Model>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<experiment_metadata::Model> {
     let after = experiment_metadata::Entity::find_by_id(id)
         .one(db)
         .await?
@@ -521,7 +516,8 @@ async fn record_change(
         before: before.as_ref().map(audit_state),
         after: Some(audit_state(&after)),
     };
-    audit::record(db, now, record).await
+    audit::record(db, now, record).await?;
+    Ok(after)
 }
 
 /// An experiment as the audit log shows it.

@@ -216,10 +216,12 @@ pub(super) async fn write(
         }
     };
     publication.check(stored.version)?;
+    // Parsed once: the merge builds on it and the audit entry shows it as `before`.
+    let stored_config = stored.config().ok();
     let config = if merge {
-        let mut merged = match stored.config() {
-            Ok(Value::Object(stored)) => stored,
-            Ok(_) | Err(_) => {
+        let mut merged = match stored_config.clone() {
+            Some(Value::Object(stored)) => stored,
+            Some(_) | None => {
                 return Err(Error::invalid(
                     "merge",
                     "the stored config cannot be read, so nothing can be merged into it; \
@@ -258,7 +260,7 @@ pub(super) async fn write(
         &publication,
     )
     .await?;
-    let before = Some(audit_state(stored.version, stored.config().ok().as_ref()));
+    let before = Some(audit_state(stored.version, stored_config.as_ref()));
     let after = Some(audit_state(version, Some(&config)));
     record_audit(
         db,
