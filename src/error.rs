@@ -124,7 +124,7 @@ impl Error {
 
     /// Validation errors with a message naming the first, for clients that read only `message`.
     /// Callers must pass at least one error.
-    fn bad_input(errors: Vec<FieldError>) -> Self {
+    pub fn bad_input(errors: Vec<FieldError>) -> Self {
         let message = match errors.first() {
             Some(first) => format!("invalid {}: {}", first.field, first.reason),
             None => "invalid input".to_owned(),

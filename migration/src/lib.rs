@@ -9,6 +9,7 @@ mod m20261124_000003_create_config_variants;
 mod m20261124_000004_create_user_experiment_assignments;
 mod m20261130_000005_create_config_versions;
 mod m20261130_000006_create_experiment_changes_and_audit_log;
+mod m20261130_000007_add_experiment_metrics;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_create_user_experiment_assignments::Migration),
             Box::new(m20261130_000005_create_config_versions::Migration),
             Box::new(m20261130_000006_create_experiment_changes_and_audit_log::Migration),
+            Box::new(m20261130_000007_add_experiment_metrics::Migration),
         ]
     }
 }

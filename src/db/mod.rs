@@ -4,6 +4,7 @@
 pub mod assignments;
 pub mod entities;
 pub mod ingest;
+pub mod results;
 
 use std::{path::Path, time::Duration};
 
@@ -43,7 +44,11 @@ impl Backend {
     }
 
     pub fn of(connection: &DatabaseConnection) -> Self {
-        match connection.get_database_backend() {
+        Self::of_backend(connection.get_database_backend())
+    }
+
+    pub fn of_backend(backend: DatabaseBackend) -> Self {
+        match backend {
             DatabaseBackend::Sqlite => Backend::Sqlite,
             _ => Backend::Postgres,
         }

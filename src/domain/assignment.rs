@@ -80,6 +80,11 @@ impl CohortWeights {
         self.0.contains_key(cohort)
     }
 
+    /// The cohort's weight, 0 when it is not one of these cohorts.
+    pub fn weight(&self, cohort: &str) -> f64 {
+        self.0.get(cohort).copied().unwrap_or(0.0)
+    }
+
     /// Cohorts in byte order of their names.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.0.iter().map(|(name, weight)| (name.as_str(), *weight))

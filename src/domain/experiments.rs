@@ -25,6 +25,7 @@ use crate::{
         audit::{self, AuditRecord, EntityType},
         changes::Changes,
         ids::{Slug, UserId},
+        metrics::{self, Metric},
         validate::{self, TimestampValue},
     },
     error::{Error, FieldError, FieldErrors, Result},
@@ -53,6 +54,8 @@ pub struct Experiment {
     pub end_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What `experimentResults` analyses when the query names no metrics.
+    pub metrics: Vec<Metric>,
 }
 
 impl Experiment {
@@ -77,6 +80,7 @@ impl From<experiment_metadata::Model> for Experiment {
             end_at: model.end_at,
             created_at: model.created_at,
             updated_at: model.updated_at,
+            metrics: metrics::from_stored(&model.metrics),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct ExperimentInput {
     pub start_at: Option<TimestampValue>,
     pub end_at: Option<TimestampValue>,
     pub salt: Option<String>,
+    /// Absent: the saved metrics are kept (none for a new experiment).
+    pub metrics: Option<Vec<Metric>>,
 }
 
 #[derive(Clone)]
@@ -356,6 +362,9 @@ impl ExperimentService {
             end_at: Set(valid.end_at),
             created_at: Set(now),
             updated_at: Set(now),
+            metrics: Set(metrics::to_stored(
+                input.metrics.as_deref().unwrap_or_default(),
+            )),
         };
         let mut update = vec![
             experiment_metadata::Column::Name,
@@ -368,6 +377,9 @@ impl ExperimentService {
         ];
         if input.salt.is_some() {
             update.push(experiment_metadata::Column::Salt);
+        }
+        if input.metrics.is_some() {
+            update.push(experiment_metadata::Column::Metrics);
         }
         let turn = self.inner.writes.enter().await;
         let transaction = self.inner.db.begin().await?;
@@ -531,6 +543,7 @@ fn audit_state(model: &experiment_metadata::Model) -> serde_json::Value {
         "active": model.is_active,
         "startAt": model.start_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "endAt": model.end_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "metrics": model.metrics,
     })
 }
 
@@ -580,6 +593,13 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
         errors.check("salt", validate::slug(salt));
     }
     let cohorts = errors.check("cohorts", CohortWeights::parse(&input.cohorts));
+    if let Some(listed) = &input.metrics
+        && let Err(problems) = metrics::parse_metrics("metrics", listed, 0)
+    {
+        problems
+            .into_iter()
+            .for_each(|problem| errors.push(problem));
+    }
     let start_at = errors
         .check(
             "startAt",

@@ -9,7 +9,9 @@ pub mod events;
 pub mod experiments;
 pub mod health;
 pub mod ids;
+pub mod metrics;
 pub mod paging;
+pub mod results;
 pub mod statistics;
 pub mod validate;
 
@@ -19,7 +21,7 @@ use sea_orm::DatabaseConnection;
 
 use self::{
     audit::AuditService, changes::Changes, config::ConfigService, events::EventService,
-    experiments::ExperimentService, health::HealthService,
+    experiments::ExperimentService, health::HealthService, results::ResultsService,
 };
 use crate::db::WriteGate;
 
@@ -50,6 +52,7 @@ pub struct Services {
     pub experiments: ExperimentService,
     pub config: ConfigService,
     pub audit: AuditService,
+    pub results: ResultsService,
 }
 
 impl Services {
@@ -82,6 +85,7 @@ impl Services {
         );
         Services {
             audit: AuditService::new(db.clone()),
+            results: ResultsService::new(history.clone(), experiments.clone()),
             events: EventService::new(db.clone(), history, writes),
             health: HealthService::new(db, config.clone()),
             experiments,

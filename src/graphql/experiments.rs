@@ -13,8 +13,14 @@ use crate::{
         ids::{Slug, UserId},
     },
     graphql::{
-        LIST, LOOKUP, QUERY, config::ConfigVariant, error::Extend, loaders::VariantLoader, role,
-        scalars::DateTime, services,
+        LIST, LOOKUP, QUERY,
+        config::ConfigVariant,
+        error::Extend,
+        loaders::VariantLoader,
+        results::{Metric, MetricInput},
+        role,
+        scalars::DateTime,
+        services,
     },
 };
 
@@ -112,6 +118,9 @@ pub struct ExperimentInput {
     start_at: Option<DateTime>,
     end_at: Option<DateTime>,
     salt: Option<String>,
+    /// The metrics `experimentResults` analyses by default (at most 20); absent keeps the saved
+    /// ones, `[]` clears them.
+    metrics: Option<Vec<MetricInput>>,
 }
 
 impl ExperimentInput {
@@ -125,6 +134,9 @@ impl ExperimentInput {
             start_at: self.start_at.map(DateTime::into_input),
             end_at: self.end_at.map(DateTime::into_input),
             salt: self.salt,
+            metrics: self
+                .metrics
+                .map(|listed| listed.into_iter().map(MetricInput::into_domain).collect()),
         }
     }
 }
@@ -162,6 +174,11 @@ impl Experiment {
     }
     async fn updated_at(&self) -> DateTime {
         self.0.updated_at.into()
+    }
+    /// The metrics `experimentResults` analyses when the query lists none.
+    #[graphql(complexity = "LIST * child_complexity")]
+    async fn metrics(&self) -> Vec<Metric> {
+        self.0.metrics.iter().map(Metric::from).collect()
     }
     /// The experiment's stored configs: one per cohort that has one, and its `default`.
     #[graphql(complexity = "LOOKUP + LIST * child_complexity")]

@@ -13,6 +13,7 @@ mod experiments;
 mod guard;
 mod health;
 mod loaders;
+mod results;
 mod scalars;
 mod transport;
 
@@ -36,6 +37,7 @@ pub struct QueryRoot(
     config::ConfigQuery,
     experiments::ExperimentsQuery,
     audit::AuditQuery,
+    results::ResultsQuery,
 );
 
 #[derive(MergedObject, Default)]

@@ -89,7 +89,8 @@ async fn json_columns_are_jsonb_on_postgres() {
             "config_variants.config_data",
             "config_versions.config_data",
             "experiment_changes.cohorts",
-            "experiment_metadata.cohorts"
+            "experiment_metadata.cohorts",
+            "experiment_metadata.metrics"
         ]
     );
 }
@@ -145,12 +146,12 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
     };
 
     let fresh = migrate(&["status"]);
-    assert_eq!(fresh.matches("Pending").count(), 6, "{fresh}");
+    assert_eq!(fresh.matches("Pending").count(), 7, "{fresh}");
 
-    assert!(migrate(&["up"]).contains("applied: 6, pending: 0"));
-    assert_eq!(migrate(&["status"]).matches("Applied").count(), 6);
+    assert!(migrate(&["up"]).contains("applied: 7, pending: 0"));
+    assert_eq!(migrate(&["status"]).matches("Applied").count(), 7);
 
-    assert!(migrate(&["down", "--steps", "3"]).contains("applied: 3, pending: 3"));
+    assert!(migrate(&["down", "--steps", "4"]).contains("applied: 3, pending: 4"));
     let (tables, _) = database.schema_objects().await;
     for removed in [
         "user_experiment_assignments",
@@ -161,7 +162,7 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
         assert!(!tables.contains(&removed.to_owned()), "{tables:?}");
     }
 
-    assert!(migrate(&["up"]).contains("applied: 6, pending: 0"));
+    assert!(migrate(&["up"]).contains("applied: 7, pending: 0"));
 }
 
 #[tokio::test]

@@ -17,5 +17,6 @@ mod history;
 mod hostile;
 mod limits;
 mod nakama_js;
+mod results;
 mod rpc;
 mod schema;

@@ -16,6 +16,9 @@ pub struct Model {
     pub end_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The metrics results analyse by default, as a JSON array.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub metrics: Json,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
