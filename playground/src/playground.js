@@ -128,6 +128,32 @@
       { id: "onboarding_v2" },
       ADMIN_KEY_HEADERS
     ),
+    tab(
+      "# Admin key needed (see Headers). Which cohort won: every assigned user counts (no events: 0).\n" +
+        "# pValue: how often chance alone would give a difference this large; significant when below alpha.\n" +
+        "# diffCi / liftCi: the range the true difference (absolute / relative to control) most likely lies in.\n" +
+        "# chanceToBeatControl: the probability this cohort is really better. srm.ok false: the cohorts hold\n" +
+        "# the wrong numbers of users (an assignment or logging bug): do not trust the other figures then.\n" +
+        "# Leave metrics out to use the ones saved with upsertExperiment(input: {metrics: [...]}).\n" +
+        "query ExperimentResults($experimentId: String!, $metrics: [MetricInput!], $alpha: Float) {\n" +
+        "  experimentResults(experimentId: $experimentId, metrics: $metrics, alpha: $alpha) {\n" +
+        "    control users computedAt\n" +
+        "    cohorts { cohort users observedShare expectedShare }\n" +
+        "    srm { checked ok chiSquare pValue }\n" +
+        "    metrics {\n      metric { key kind }\n" +
+        "      cohorts { cohort users mean stddev diff diffCi lift liftCi pValue chanceToBeatControl significant }\n" +
+        "    }\n  }\n}",
+      {
+        experimentId: "onboarding_v2",
+        alpha: 0.05,
+        metrics: [
+          { key: "finished_tutorial", eventName: "tutorial_complete", kind: "CONVERSION", windowHours: 24 },
+          { key: "levels", eventName: "level_up", kind: "COUNT" },
+          { key: "revenue", eventName: "purchase", kind: "SUM", property: "amount" },
+        ],
+      },
+      ADMIN_KEY_HEADERS
+    ),
   ];
 
   var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql" });

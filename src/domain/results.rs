@@ -322,7 +322,7 @@ fn assemble(
         control,
         alpha,
         users: total,
-        computed_at: Utc::now(),
+        computed_at: validate::truncate_to_micros(Utc::now()),
         cohorts: exposure,
         sample_ratio: statistics::sample_ratio(&users_of, &expected),
         metrics: metric_results,

@@ -682,3 +682,34 @@ async fn bad_requests_name_what_is_wrong() {
         .await;
     assert_eq!(stored["experiment"]["metrics"], json!([]));
 }
+
+#[tokio::test]
+async fn experiments_stored_before_metrics_existed_upgrade_with_none_saved() {
+    let app = TestApp::spawn().await;
+    app.upsert_experiment(json!({"id": "old", "name": "Old", "cohorts": {"control": 1, "b": 1}}))
+        .await;
+    let upgraded = app
+        .upgraded_after(&[
+            "ALTER TABLE experiment_metadata DROP COLUMN metrics",
+            "DELETE FROM seaql_migrations WHERE version = 'm20261130_000007_add_experiment_metrics'",
+        ])
+        .await;
+    let stored = upgraded
+        .admin(
+            "{ experiment(id: \"old\") { name metrics { key } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(stored["experiment"], json!({"name": "Old", "metrics": []}));
+    let (_, body) = upgraded
+        .gql_as(
+            Some(crate::helpers::ADMIN_KEY),
+            RESULTS,
+            json!({"e": "old"}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+}
