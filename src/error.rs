@@ -1,7 +1,10 @@
 //! The domain error and the one table that maps each kind to the GraphQL `extensions.code`, the
 //! Nakama gRPC code and the HTTP status. Internal details are logged here, once, and never returned.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{DbErr, RuntimeErr};
+
+use crate::domain::validate::{self, TimestampValue};
 use serde::Serialize;
 
 /// One rule broken by one input, e.g. `{index: 3, field: "eventName", reason: "..."}`.
@@ -191,6 +194,35 @@ impl FieldErrors {
 
     pub fn push(&mut self, error: FieldError) {
         self.0.push(error);
+    }
+
+    /// Records every problem another check found.
+    pub fn extend(&mut self, errors: Vec<FieldError>) {
+        self.0.extend(errors);
+    }
+
+    /// Two optional instants bounding a range (`(field, value)` each): both parsed, and the end
+    /// later than the start; problems are recorded under the fields' names.
+    pub fn time_range(
+        &mut self,
+        start: (&str, Option<&TimestampValue>),
+        end: (&str, Option<&TimestampValue>),
+    ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let from = self
+            .check(start.0, validate::optional_timestamp(start.1))
+            .flatten();
+        let to = self
+            .check(end.0, validate::optional_timestamp(end.1))
+            .flatten();
+        if let (Some(from), Some(to)) = (from, to)
+            && to <= from
+        {
+            self.push(FieldError::new(
+                end.0,
+                format!("must be later than {}", start.0),
+            ));
+        }
+        (from, to)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -28,7 +28,7 @@ use crate::{
         metrics::{self, Metric},
         validate::{self, TimestampValue},
     },
-    error::{Error, FieldError, FieldErrors, Result},
+    error::{Error, FieldErrors, Result},
 };
 
 /// The experiment id reserved for the global default config.
@@ -596,24 +596,12 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
     if let Some(listed) = &input.metrics
         && let Err(problems) = metrics::parse_metrics("metrics", listed, 0)
     {
-        problems
-            .into_iter()
-            .for_each(|problem| errors.push(problem));
+        errors.extend(problems);
     }
-    let start_at = errors
-        .check(
-            "startAt",
-            validate::optional_timestamp(input.start_at.as_ref()),
-        )
-        .flatten();
-    let end_at = errors
-        .check("endAt", validate::optional_timestamp(input.end_at.as_ref()))
-        .flatten();
-    if let (Some(start), Some(end)) = (start_at, end_at)
-        && end <= start
-    {
-        errors.push(FieldError::new("endAt", "must be later than startAt"));
-    }
+    let (start_at, end_at) = errors.time_range(
+        ("startAt", input.start_at.as_ref()),
+        ("endAt", input.end_at.as_ref()),
+    );
     errors.into_result()?;
     Ok(ValidExperiment {
         cohorts: cohorts.ok_or(Error::Internal)?,

@@ -103,21 +103,12 @@ impl ResultsService {
         if let Some(listed) = &query.metrics
             && let Err(problems) = metrics::parse_metrics("metrics", listed, 1)
         {
-            problems
-                .into_iter()
-                .for_each(|problem| errors.push(problem));
+            errors.extend(problems);
         }
-        let since = errors
-            .check("since", validate::optional_timestamp(query.since.as_ref()))
-            .flatten();
-        let until = errors
-            .check("until", validate::optional_timestamp(query.until.as_ref()))
-            .flatten();
-        if let (Some(since), Some(until)) = (since, until)
-            && until <= since
-        {
-            errors.push(FieldError::new("until", "must be later than since"));
-        }
+        let (since, until) = errors.time_range(
+            ("since", query.since.as_ref()),
+            ("until", query.until.as_ref()),
+        );
         errors.into_result()?;
         let experiment_id = experiment_id.ok_or(Error::Internal)?;
         let experiment = self
