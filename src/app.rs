@@ -148,7 +148,8 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     }
     let connection = connect().await?;
     let ttl = config.cache.config_ttl();
-    let history = db::connect_history(&config.database, &connection)
+    let request_timeout = Duration::from_secs(config.server.request_timeout_secs.max(1));
+    let history = db::connect_history(&config.database, &connection, request_timeout)
         .await
         .context("cannot open the event-history connections")?;
     Ok(http::router(
@@ -161,6 +162,6 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         ),
         Arc::new(keys),
         !config.server.disable_introspection,
-        Duration::from_secs(config.server.request_timeout_secs.max(1)),
+        request_timeout,
     ))
 }

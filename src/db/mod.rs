@@ -116,12 +116,13 @@ pub const HISTORY_PLANNER_SETTINGS: [(&str, &str); 2] =
     [("enable_sort", "off"), ("enable_incremental_sort", "off")];
 
 /// The connections event history and experiment results are read through: on PostgreSQL a small
-/// pool of its own with [`HISTORY_PLANNER_SETTINGS`] (and `--analysis-parallel-workers`), so heavy
-/// reads never hold the hot path's connections; on SQLite (one plan shape, no plan cache) the main
-/// connection.
+/// pool of its own with [`HISTORY_PLANNER_SETTINGS`], `--analysis-parallel-workers` and a statement
+/// timeout just past the request timeout, so heavy reads never hold the hot path's connections nor
+/// run on for nobody; on SQLite (one plan shape, no plan cache) the main connection.
 pub async fn connect_history(
     config: &DatabaseConfig,
     main: &DatabaseConnection,
+    request_timeout: Duration,
 ) -> Result<DatabaseConnection, DbErr> {
     if Backend::of(main) == Backend::Sqlite {
         return Ok(main.clone());
@@ -129,6 +130,9 @@ pub async fn connect_history(
     let mut options = ConnectOptions::new(config.url.clone());
     let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs.max(1));
     let analysis_workers = config.analysis_parallel_workers;
+    // A request that times out stops waiting, but its statement would run on: PostgreSQL cancels
+    // it a second after the client got its timeout error.
+    let statement_timeout = format!("{}", request_timeout.as_millis() + 1_000);
     options
         .max_connections(config.max_connections.unwrap_or(16).div_ceil(2).max(2))
         .min_connections(1)
@@ -136,7 +140,9 @@ pub async fn connect_history(
         .connect_timeout(acquire_timeout)
         .sqlx_logging(false)
         .map_sqlx_postgres_opts(move |options| {
-            let options = options.options(HISTORY_PLANNER_SETTINGS);
+            let options = options
+                .options(HISTORY_PLANNER_SETTINGS)
+                .options([("statement_timeout", statement_timeout.clone())]);
             match analysis_workers {
                 Some(workers) => {
                     options.options([("max_parallel_workers_per_gather", workers.to_string())])
