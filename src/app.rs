@@ -152,14 +152,20 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     let history = db::connect_history(&config.database, &connection, request_timeout)
         .await
         .context("cannot open the event-history connections")?;
+    let services = Services::new(
+        connection,
+        history,
+        ttl,
+        CacheBudget::of_total(config.cache.memory_bytes()),
+        config.history.config_versions_kept,
+    );
+    if backend == db::Backend::Postgres {
+        let listening = services.clone();
+        db::notify::listen_for_changes(&config.database.url, move || listening.forget_cached())
+            .await;
+    }
     Ok(http::router(
-        Services::new(
-            connection,
-            history,
-            ttl,
-            CacheBudget::of_total(config.cache.memory_bytes()),
-            config.history.config_versions_kept,
-        ),
+        services,
         Arc::new(keys),
         !config.server.disable_introspection,
         request_timeout,

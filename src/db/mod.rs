@@ -4,6 +4,7 @@
 pub mod assignments;
 pub mod entities;
 pub mod ingest;
+pub mod notify;
 pub mod results;
 
 use std::{path::Path, time::Duration};

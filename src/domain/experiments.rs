@@ -19,6 +19,7 @@ use crate::{
         WriteGate,
         assignments::AssignmentWriter,
         entities::{experiment_change, experiment_metadata, user_experiment_assignment},
+        notify,
     },
     domain::{
         assignment::{self, CohortWeights},
@@ -176,8 +177,9 @@ impl ExperimentService {
         }
     }
 
-    /// After a write: this service's caches and everything derived from experiments are stale.
-    fn invalidate(&self) {
+    /// After a write here or on another instance: this service's caches and everything derived
+    /// from experiments are stale.
+    pub(crate) fn invalidate(&self) {
         self.inner.changes.record();
         self.inner.definitions.invalidate_all();
         self.inner.all.invalidate_all();
@@ -393,6 +395,7 @@ impl ExperimentService {
             .exec_without_returning(&transaction)
             .await?;
         let after = record_change(&transaction, caller, action, &input.id, before, now).await?;
+        notify::announce_change(&transaction).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();
@@ -422,6 +425,7 @@ impl ExperimentService {
             .exec(&transaction)
             .await?;
         let after = record_change(&transaction, caller, action, &id, Some(before), now).await?;
+        notify::announce_change(&transaction).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();

@@ -56,6 +56,12 @@ pub struct Services {
 }
 
 impl Services {
+    /// Forgets everything cached from experiments and configs: another instance wrote to them.
+    pub fn forget_cached(&self) {
+        self.experiments.invalidate();
+        self.config.written();
+    }
+
     /// Wires the services over one connection pool; `history` serves event-history reads, `ttl`
     /// bounds every cache of experiments and configs in time and `caches` in memory.
     pub fn new(

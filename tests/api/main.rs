@@ -15,6 +15,7 @@ mod graphql_http;
 mod health;
 mod history;
 mod hostile;
+mod instances;
 mod limits;
 mod nakama_js;
 mod results;

@@ -29,7 +29,7 @@ use self::{
 };
 use crate::{
     auth::Role,
-    db::WriteGate,
+    db::{WriteGate, notify},
     domain::{
         CacheBudget,
         assignment::DEFAULT_COHORT,
@@ -502,6 +502,7 @@ impl ConfigService {
                 publication,
             )
             .await?;
+            notify::announce_change(&transaction).await?;
             transaction.commit().await?;
             variant
         };
@@ -541,8 +542,8 @@ impl ConfigService {
         Ok((versions, more))
     }
 
-    /// After a config write on this instance: every cached answer may be stale.
-    fn written(&self) {
+    /// After a config write here or on another instance: every cached answer may be stale.
+    pub(crate) fn written(&self) {
         self.inner.changes.record();
         self.inner.fetches.invalidate_all();
         self.inner.variants.invalidate_all();
