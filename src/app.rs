@@ -138,7 +138,11 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     // Migrate through a pool of its own and serve from a fresh one: an SQLite connection opened
     // while the schema was still changing can prepare statements against the old schema (seen as
     // "ON CONFLICT clause does not match any … UNIQUE constraint" right after startup).
-    let migrating = connect().await?;
+    let mut one_session = config.database.clone();
+    one_session.max_connections = Some(1);
+    let migrating = db::connect(&one_session)
+        .await
+        .with_context(|| format!("cannot connect to the {} database", backend.name()))?;
     let applied = db::migrate(&migrating)
         .await
         .context("cannot apply database migrations")?;

@@ -11,7 +11,7 @@ use std::{path::Path, time::Duration};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
     sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -154,13 +154,34 @@ pub async fn connect_history(
     Database::connect(options).await
 }
 
-/// Applies every pending migration; returns how many ran.
+/// The PostgreSQL advisory lock instances take in turn to migrate (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x0C7B_0001;
+
+/// Applies every pending migration; returns how many ran. On PostgreSQL, instances starting
+/// together on a fresh database take turns (an advisory lock held by `connection`'s session, so
+/// give it a pool of one connection): without it both create the migrations table at once and one
+/// fails on a duplicate key.
 pub async fn migrate(connection: &DatabaseConnection) -> Result<usize, DbErr> {
-    let pending = Migrator::get_pending_migrations(connection).await?.len();
-    if pending > 0 {
-        Migrator::up(connection, None).await?;
+    let postgres = Backend::of(connection) == Backend::Postgres;
+    if postgres {
+        connection
+            .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .await?;
     }
-    Ok(pending)
+    let migrated = async {
+        let pending = Migrator::get_pending_migrations(connection).await?.len();
+        if pending > 0 {
+            Migrator::up(connection, None).await?;
+        }
+        Ok(pending)
+    }
+    .await;
+    if postgres {
+        connection
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .await?;
+    }
+    migrated
 }
 
 /// (applied, pending) migration counts.

@@ -190,3 +190,36 @@ async fn the_change_listener_comes_back_after_its_connection_is_killed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn instances_started_together_on_a_fresh_database_take_turns_to_migrate() {
+    let database = TestDatabase::create().await;
+    if !database.is_postgres() {
+        skip(
+            "instances_started_together_on_a_fresh_database_take_turns_to_migrate",
+            "PostgreSQL only (set TEST_DATABASE_URL)",
+            false,
+        );
+        return;
+    }
+    let url = database.url().to_owned();
+    // Both migrate at once: without taking turns one of them failed creating the migrations
+    // table (seen in the two-instance benchmark).
+    let (first, second, third) = tokio::join!(
+        TestApp::spawn_with(database, |_| {}),
+        TestApp::spawn_with(TestDatabase::External(url.clone()), |_| {}),
+        TestApp::spawn_with(TestDatabase::External(url), |_| {}),
+    );
+    for app in [&first, &second, &third] {
+        let health = app
+            .gql(
+                "{ health { database { migrationsApplied migrationsPending } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            health["health"]["database"],
+            json!({"migrationsApplied": 7, "migrationsPending": 0})
+        );
+    }
+}
