@@ -349,6 +349,38 @@ def run_results(backend, url, args, rows, workers=None, seeded=False):
         server.stop()
 
 
+def run_coherence(url, args, rows):
+    """Two instances on one PostgreSQL database with hour-long caches: after each config write on
+    the first is answered, how long until the second serves it (LISTEN/NOTIFY)."""
+    servers = [Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
+                        "--bind", f"127.0.0.1:{port}", "--log-level", "warn", "--config-cache-ttl-secs", "3600"])
+               for port in (PORT, PORT + 1)]
+    try:
+        for server, port in zip(servers, (PORT, PORT + 1)):
+            server.wait_http(port, "/healthz")
+        write = "mutation($c: JSON!) { updateRemoteConfig(config: $c) { version } }"
+        read = "{ remoteConfig(userId: \"coherence-user\") { config } }"
+        delays = []
+        for round_ in range(args.coherence_writes):
+            gql(PORT, write, {"c": {"round": round_}}, ADMIN_KEY)
+            written = time.monotonic()
+            while gql(PORT + 1, read)["remoteConfig"]["config"].get("round") != round_:
+                if time.monotonic() - written > 5:
+                    raise RuntimeError("a write was not seen on the other instance within 5 s")
+            delays.append((time.monotonic() - written) * 1000)
+        delays.sort()
+        p50, p99 = delays[len(delays) // 2], delays[min(len(delays) - 1, len(delays) * 99 // 100)]
+        rows.append({"operation": "write on A seen on B (2 instances)", "backend": "postgres", "connections": 1,
+                     "rps": float("nan"), "p50": p50, "p99": p99, "rss": servers[1].peak_rss_mb(),
+                     "errors": 0, "events": None,
+                     "note": f"{len(delays)} config writes, TTL 1 h; max {delays[-1]:.1f} ms, "
+                             "includes one read round trip on B"})
+        log(f"coherence: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(delays)} writes")
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def run_bare(args, rows):
     bare = Process([os.path.join(RELEASE, "examples", "bare_axum"), f"127.0.0.1:{BARE_PORT}"])
     try:
@@ -395,6 +427,8 @@ def main():
     parser.add_argument("--results-users", type=int, default=100_000,
                         help="assigned users of the experimentResults row (0: skip the row)")
     parser.add_argument("--results-events", type=int, default=2_000_000)
+    parser.add_argument("--coherence-writes", type=int, default=300,
+                        help="config writes of the two-instance coherence row (0: skip the row)")
     parser.add_argument("--new-users", type=int, default=1_000_000,
                         help="new players driven through a fresh server to measure its RSS (0: skip)")
     args = parser.parse_args()
@@ -433,6 +467,13 @@ def main():
                 psql(args.pg_url, f'CREATE DATABASE "{name}"')
                 try:
                     run_new_users("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
+                finally:
+                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if args.coherence_writes:
+                name = f"octp_coherence_{uuid.uuid4().hex[:12]}"
+                psql(args.pg_url, f'CREATE DATABASE "{name}"')
+                try:
+                    run_coherence(args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
                 finally:
                     psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if args.results_users:
