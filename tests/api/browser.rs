@@ -35,3 +35,18 @@ async fn the_playground_runs_a_health_query_in_a_real_browser_offline() {
     assert!(screenshot.is_file(), "a screenshot was saved");
     eprintln!("playground screenshot: {}", screenshot.display());
 }
+
+#[tokio::test]
+async fn every_playground_example_is_a_valid_operation() {
+    let app = TestApp::spawn().await;
+    let (passed, output) = run_node_test(
+        "browser",
+        "examples.test.mjs",
+        &[("OCTP_PORT", app.address.port().to_string())],
+    )
+    .await;
+    assert!(
+        passed,
+        "a playground example is refused by the server:\n{output}"
+    );
+}
