@@ -14,14 +14,21 @@ const TTL_SECS: u64 = 3_600;
 const COHERENCE: Duration = Duration::from_secs(1);
 const CONFIG: &str = "query($u: String!) { remoteConfig(userId: $u) { version config } }";
 
-/// Two instances with hour-long caches on one fresh PostgreSQL database; `None` on SQLite.
-async fn two_instances(test: &str) -> Option<(TestApp, TestApp)> {
+/// A fresh PostgreSQL database; `None` (said out loud) on SQLite, where one file serves one
+/// instance: .ci/run's PostgreSQL pass runs these tests.
+async fn fresh_postgres(test: &str) -> Option<TestDatabase> {
     let database = TestDatabase::create().await;
-    if !database.is_postgres() {
-        // One SQLite file serves one instance; .ci/run's PostgreSQL pass runs this.
+    if database.is_postgres() {
+        Some(database)
+    } else {
         skip(test, "PostgreSQL only (set TEST_DATABASE_URL)", false);
-        return None;
+        None
     }
+}
+
+/// Two instances with hour-long caches on one fresh PostgreSQL database.
+async fn two_instances(test: &str) -> Option<(TestApp, TestApp)> {
+    let database = fresh_postgres(test).await?;
     let url = database.url().to_owned();
     let first =
         TestApp::spawn_with(database, |config| config.cache.config_ttl_secs = TTL_SECS).await;
@@ -193,15 +200,12 @@ async fn the_change_listener_comes_back_after_its_connection_is_killed() {
 
 #[tokio::test]
 async fn instances_started_together_on_a_fresh_database_take_turns_to_migrate() {
-    let database = TestDatabase::create().await;
-    if !database.is_postgres() {
-        skip(
-            "instances_started_together_on_a_fresh_database_take_turns_to_migrate",
-            "PostgreSQL only (set TEST_DATABASE_URL)",
-            false,
-        );
+    let Some(database) =
+        fresh_postgres("instances_started_together_on_a_fresh_database_take_turns_to_migrate")
+            .await
+    else {
         return;
-    }
+    };
     let url = database.url().to_owned();
     // Both migrate at once: without taking turns one of them failed creating the migrations
     // table (seen in the two-instance benchmark).
