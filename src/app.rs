@@ -13,7 +13,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     auth::Keys,
-    config::Config,
+    config::{Config, DatabaseConfig},
     db,
     domain::{CacheBudget, Services},
     http,
@@ -130,19 +130,19 @@ impl App {
 pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     let keys = Keys::new(&config.keys).map_err(anyhow::Error::msg)?;
     let backend = db::Backend::from_url(&config.database.url)?;
-    let connect = || async {
-        db::connect(&config.database)
+    let connect = |database: DatabaseConfig| async move {
+        db::connect(&database)
             .await
             .with_context(|| format!("cannot connect to the {} database", backend.name()))
     };
     // Migrate through a pool of its own and serve from a fresh one: an SQLite connection opened
     // while the schema was still changing can prepare statements against the old schema (seen as
     // "ON CONFLICT clause does not match any … UNIQUE constraint" right after startup).
-    let mut one_session = config.database.clone();
-    one_session.max_connections = Some(1);
-    let migrating = db::connect(&one_session)
-        .await
-        .with_context(|| format!("cannot connect to the {} database", backend.name()))?;
+    let migrating = connect(DatabaseConfig {
+        max_connections: Some(1),
+        ..config.database.clone()
+    })
+    .await?;
     let applied = db::migrate(&migrating)
         .await
         .context("cannot apply database migrations")?;
@@ -150,7 +150,7 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
     if applied > 0 {
         tracing::info!(applied, "applied database migrations");
     }
-    let connection = connect().await?;
+    let connection = connect(config.database.clone()).await?;
     let ttl = config.cache.config_ttl();
     let request_timeout = Duration::from_secs(config.server.request_timeout_secs.max(1));
     let history = db::connect_history(&config.database, &connection, request_timeout)

@@ -133,7 +133,7 @@ pub async fn connect_history(
     let analysis_workers = config.analysis_parallel_workers;
     // A request that times out stops waiting, but its statement would run on: PostgreSQL cancels
     // it a second after the client got its timeout error.
-    let statement_timeout = format!("{}", request_timeout.as_millis() + 1_000);
+    let statement_timeout = (request_timeout.as_millis() + 1_000).to_string();
     options
         .max_connections(config.max_connections.unwrap_or(16).div_ceil(2).max(2))
         .min_connections(1)

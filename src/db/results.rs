@@ -122,7 +122,7 @@ async fn users_per_cohort(
             sql.push(" THEN 1 ELSE 0 END) AS BIGINT)");
         }
         sql.push(" FROM user_experiment_assignments WHERE ");
-        analysed_users(&mut sql, analysis);
+        analysed_users(&mut sql, analysis, "");
         sql.push(" GROUP BY cohort");
         for row in db.query_all_raw(sql.statement()).await? {
             if chunk_index == 0 {
@@ -184,7 +184,7 @@ async fn metric_sums(
         sql.bind(until);
     }
     sql.push(" WHERE ");
-    analysed_users_of(&mut sql, analysis, "a.");
+    analysed_users(&mut sql, analysis, "a.");
     sql.push(" GROUP BY a.id, a.cohort) y GROUP BY cohort");
     let rows = db.query_all_raw(sql.statement()).await?;
     rows.iter()
@@ -201,13 +201,9 @@ async fn metric_sums(
         .collect()
 }
 
-/// The filter on `user_experiment_assignments` that picks the analysed users.
-fn analysed_users(sql: &mut Sql, analysis: &Analysis<'_>) {
-    analysed_users_of(sql, analysis, "");
-}
-
-/// [`analysed_users`] with the table's columns qualified by `table` (e.g. `a.`).
-fn analysed_users_of(sql: &mut Sql, analysis: &Analysis<'_>, table: &str) {
+/// The filter on `user_experiment_assignments` that picks the analysed users, its columns
+/// qualified by `table` (e.g. `a.`, or `` for none).
+fn analysed_users(sql: &mut Sql, analysis: &Analysis<'_>, table: &str) {
     sql.push(&format!("{table}experiment_id = "));
     sql.bind(analysis.experiment_id);
     sql.push(&format!(" AND {table}cohort IN ("));

@@ -3,14 +3,11 @@
 //! qualifying events per user and per cohort, and [`statistics`] compares each cohort with control.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::DatabaseConnection;
 
 use crate::{
     auth::Role,
-    db::{
-        entities::experiment_change,
-        results::{self, Analysis},
-    },
+    db::results::{self, Analysis},
     domain::{
         assignment::CohortWeights,
         experiments::{Experiment, ExperimentService},
@@ -136,7 +133,7 @@ impl ResultsService {
             since,
             until,
         };
-        let phase_starts = self.phase_starts(&experiment).await?;
+        let phase_starts = self.phase_starts(caller, &experiment).await?;
         let boundaries: Vec<DateTime<Utc>> =
             phase_starts.iter().skip(1).map(|(at, _)| *at).collect();
         let aggregates = results::aggregate(&self.db, &analysis, &boundaries).await?;
@@ -155,18 +152,16 @@ impl ResultsService {
     /// each recorded change that moved the weights (other changes leave the split alone).
     async fn phase_starts(
         &self,
+        caller: Role,
         experiment: &Experiment,
     ) -> Result<Vec<(DateTime<Utc>, CohortWeights)>> {
-        let changes = experiment_change::Entity::find()
-            .filter(experiment_change::Column::ExperimentId.eq(experiment.id.as_str()))
-            .order_by_asc(experiment_change::Column::Id)
-            .all(&self.db)
-            .await?;
         let mut starts: Vec<(DateTime<Utc>, CohortWeights)> = Vec::new();
-        for change in changes {
-            let weights = CohortWeights::from_stored(&change.cohorts);
-            if starts.last().is_none_or(|(_, last)| *last != weights) {
-                starts.push((change.at, weights));
+        for change in self.experiments.history(caller, &experiment.id).await? {
+            if starts
+                .last()
+                .is_none_or(|(_, last)| *last != change.cohorts)
+            {
+                starts.push((change.at, change.cohorts));
             }
         }
         if starts.is_empty() {
