@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -53,7 +54,8 @@ def build():
     log("building release binaries")
     subprocess.run(
         ["cargo", "build", "--release", "--bin", "octp-backend",
-         "--example", "bare_axum", "--example", "pg_ingest_ceiling", "--example", "pg_assignment_ceiling"],
+         "--example", "bare_axum", "--example", "pg_ingest_ceiling", "--example", "pg_assignment_ceiling",
+         "--example", "live_subscribers"],
         cwd=ROOT, check=True)
 
 
@@ -376,9 +378,88 @@ def run_coherence(url, args, rows):
                      "note": f"{len(delays)} config writes, TTL 1 h; max {delays[-1]:.1f} ms, "
                              "includes one read round trip on B"})
         log(f"coherence: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(delays)} writes")
+        pushed = subscription_delays(args.coherence_writes, write)
+        if pushed:
+            p50, p99 = pushed[len(pushed) // 2], pushed[min(len(pushed) - 1, len(pushed) * 99 // 100)]
+            rows.append({"operation": "write on A pushed to a subscriber on B", "backend": "postgres",
+                         "connections": 1, "rps": float("nan"), "p50": p50, "p99": p99,
+                         "rss": servers[1].peak_rss_mb(), "errors": 0, "events": None,
+                         "note": f"remoteConfigChanged over /graphql/ws, {len(pushed)} writes; max {pushed[-1]:.1f} ms"})
+            log(f"pushed: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(pushed)} writes")
     finally:
         for server in servers:
             server.stop()
+
+
+def run_live(backend, url, args, rows):
+    """Ingest (collectEvents, 100 per batch) with 0 and with --live-subscribers liveEvents
+    subscribers reading everything (examples/live_subscribers, on the same cores)."""
+    server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
+                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"])
+    name, path, body, per_request = next(s for s in SCENARIOS if s[0].startswith("collectEvents"))
+    connections = max(args.connections)
+    try:
+        server.wait_http(PORT, "/healthz")
+        for subscribers in (0, args.live_subscribers):
+            note = "no subscribers"
+            readers = None
+            if subscribers:
+                readers = subprocess.Popen(
+                    [os.path.join(RELEASE, "examples", "live_subscribers"), str(PORT), ADMIN_KEY,
+                     str(subscribers), str(args.duration + 1)],
+                    stdout=subprocess.PIPE, text=True)
+                started = time.monotonic()
+                marker = 0
+                ready = []
+                reader = threading.Thread(target=lambda: ready.append(readers.stdout.readline()))
+                reader.start()
+                while reader.is_alive():
+                    if time.monotonic() - started > 30:
+                        raise RuntimeError("the live subscribers did not start")
+                    gql(PORT, "mutation($e: [EventInput!]!) { collectEvents(events: $e) { accepted } }",
+                        {"e": [{"userId": "marker", "eventName": "marker", "eventId": f"marker-{marker}"}]})
+                    marker += 1
+                    reader.join(0.1)
+                assert ready == ["LIVE\n"], ready
+            rps, p50, p99, errors, _ = wrk(PORT, path, body, connections, args.duration)
+            if readers:
+                out, _ = readers.communicate(timeout=60)
+                received, ended = out.split()[1], out.split()[3]
+                note = (f"{subscribers} subscribers received {int(received):,} events in all "
+                        f"({int(received) / subscribers / args.duration:,.0f}/s each); "
+                        f"{ended} ended as too slow")
+            rows.append({"operation": f"{name}, {subscribers} liveEvents subs", "backend": backend,
+                         "connections": connections, "rps": rps, "p50": p50, "p99": p99,
+                         "rss": server.peak_rss_mb(), "errors": errors, "events": rps * per_request, "note": note})
+            log(f"{backend:8} ingest with {subscribers} subscribers: {rps * per_request:,.0f} events/s; {note}")
+    finally:
+        server.stop()
+
+
+def subscription_delays(writes, write):
+    """Milliseconds from each config write on the first instance (answered) to the
+    remoteConfigChanged message on the second; [] without the `websockets` package."""
+    try:
+        from websockets.sync.client import connect
+    except ImportError:
+        log("skipping the subscription row: pip install websockets")
+        return []
+    delays = []
+    with connect(f"ws://127.0.0.1:{PORT + 1}/graphql/ws", subprotocols=["graphql-transport-ws"]) as socket:
+        socket.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {HTTP_KEY}"}}))
+        assert json.loads(socket.recv(timeout=5))["type"] == "connection_ack"
+        socket.send(json.dumps({"type": "subscribe", "id": "c", "payload": {
+            "query": "subscription { remoteConfigChanged(userId: \"coherence-sub\") { config } }"}}))
+        socket.recv(timeout=5)
+        for round_ in range(writes):
+            gql(PORT, write, {"c": {"pushed": round_}}, ADMIN_KEY)
+            written = time.monotonic()
+            while True:
+                message = json.loads(socket.recv(timeout=5))
+                if message["payload"]["data"]["remoteConfigChanged"]["config"].get("pushed") == round_:
+                    break
+            delays.append((time.monotonic() - written) * 1000)
+    return sorted(delays)
 
 
 def run_bare(args, rows):
@@ -429,6 +510,8 @@ def main():
     parser.add_argument("--results-events", type=int, default=2_000_000)
     parser.add_argument("--coherence-writes", type=int, default=300,
                         help="config writes of the two-instance coherence row (0: skip the row)")
+    parser.add_argument("--live-subscribers", type=int, default=10,
+                        help="liveEvents subscribers of the ingest-with-subscribers rows (0: skip the rows)")
     parser.add_argument("--new-users", type=int, default=1_000_000,
                         help="new players driven through a fresh server to measure its RSS (0: skip)")
     args = parser.parse_args()
@@ -446,6 +529,8 @@ def main():
     try:
         if "sqlite" in backends:
             run_backend("sqlite", f"sqlite://{work}/bench.db", args, rows)
+            if args.live_subscribers:
+                run_live("sqlite", f"sqlite://{work}/live.db", args, rows)
             if args.new_users:
                 run_new_users("sqlite", f"sqlite://{work}/launch.db", args, rows)
             if args.results_users:
@@ -467,6 +552,13 @@ def main():
                 psql(args.pg_url, f'CREATE DATABASE "{name}"')
                 try:
                     run_new_users("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
+                finally:
+                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if args.live_subscribers:
+                name = f"octp_live_{uuid.uuid4().hex[:12]}"
+                psql(args.pg_url, f'CREATE DATABASE "{name}"')
+                try:
+                    run_live("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
                 finally:
                     psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if args.coherence_writes:

@@ -16,12 +16,14 @@ use crate::{
     config::{Config, DatabaseConfig},
     db,
     domain::{CacheBudget, Services},
+    graphql::Sockets,
     http,
 };
 
 pub struct App {
     listener: TcpListener,
     router: Router,
+    sockets: Sockets,
     /// How long a client may take to send a request's headers, or stay idle between requests.
     header_read_timeout: Duration,
     max_connections: usize,
@@ -30,13 +32,14 @@ pub struct App {
 impl App {
     /// Connects to the database, applies pending migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let router = build_router(&config).await?;
+        let (router, sockets) = build_router(&config).await?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
         Ok(App {
             listener,
             router,
+            sockets,
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs.max(1)),
             max_connections: config.server.max_client_connections.max(1),
         })
@@ -121,13 +124,15 @@ impl App {
             });
         }
         drop(self.listener);
-        connections.shutdown().await;
+        // Upgraded connections left hyper's watch: they are closed (1001) and awaited apart.
+        tokio::join!(connections.shutdown(), self.sockets.close());
         Ok(())
     }
 }
 
-/// The complete router for a configuration: connects, migrates and wires the services.
-pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
+/// The complete router for a configuration, and its WebSocket connections (to close on
+/// shutdown): connects, migrates and wires the services.
+pub async fn build_router(config: &Config) -> anyhow::Result<(Router, Sockets)> {
     let keys = Keys::new(&config.keys).map_err(anyhow::Error::msg)?;
     let backend = db::Backend::from_url(&config.database.url)?;
     let connect = |database: DatabaseConfig| async move {
@@ -168,10 +173,13 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Router> {
         db::notify::listen_for_changes(&config.database.url, move || listening.forget_cached())
             .await;
     }
-    Ok(http::router(
+    let sockets = Sockets::new(config.server.max_client_connections);
+    let router = http::router(
         services,
         Arc::new(keys),
         !config.server.disable_introspection,
         request_timeout,
-    ))
+        sockets.clone(),
+    );
+    Ok((router, sockets))
 }

@@ -48,6 +48,10 @@ pub enum Error {
     /// A write whose `expectedVersion` no longer matches what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// A per-connection or per-subscriber limit was reached (too many subscriptions, a reader
+    /// too slow to keep up).
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the database is unavailable; try again shortly")]
@@ -68,6 +72,7 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     PayloadTooLarge,
+    LimitExceeded,
     ServiceUnavailable,
     RequestTimeout,
     InternalServerError,
@@ -96,6 +101,7 @@ impl ErrorCode {
             ErrorCode::NotFound => ("NOT_FOUND", 5, 404),
             ErrorCode::Conflict => ("CONFLICT", 10, 409),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 3, 413),
+            ErrorCode::LimitExceeded => ("LIMIT_EXCEEDED", 8, 429),
             ErrorCode::ServiceUnavailable => ("SERVICE_UNAVAILABLE", 14, 503),
             // Nakama would say 504 for DEADLINE_EXCEEDED; 408 tells clients the request, not an
             // upstream, ran out of time, on both transports alike.
@@ -114,6 +120,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Error::ServiceUnavailable => ErrorCode::ServiceUnavailable,
             Error::Timeout { .. } => ErrorCode::RequestTimeout,
             Error::Internal => ErrorCode::InternalServerError,
@@ -317,6 +324,7 @@ pub fn unwrap_shared(error: std::sync::Arc<Error>) -> Error {
         Error::NotFound(message) => Error::NotFound(message.clone()),
         Error::Conflict(message) => Error::Conflict(message.clone()),
         Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
+        Error::LimitExceeded(message) => Error::LimitExceeded(message.clone()),
         Error::ServiceUnavailable => Error::ServiceUnavailable,
         Error::Timeout { seconds } => Error::Timeout { seconds: *seconds },
         Error::Internal => Error::Internal,

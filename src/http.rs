@@ -24,6 +24,7 @@ pub fn router(
     keys: Arc<Keys>,
     introspection: bool,
     request_timeout: Duration,
+    sockets: graphql::Sockets,
 ) -> Router {
     let probes = Router::new()
         .route("/healthz", get(healthz))
@@ -37,6 +38,7 @@ pub fn router(
             keys.clone(),
             introspection,
             request_timeout,
+            sockets,
         ))
         .merge(playground::router(introspection))
         .merge(probes)

@@ -154,9 +154,30 @@
       },
       ADMIN_KEY_HEADERS
     ),
+    tab(
+      "# Runs over WebSocket (/graphql/ws): the current config at once, then each change.\n" +
+        "# Change the config in another tab (UpdateRemoteConfig) and watch it arrive here.\n" +
+        "subscription RemoteConfigChanged($userId: String!, $experimentId: String) {\n" +
+        "  remoteConfigChanged(userId: $userId, experimentId: $experimentId) {\n" +
+        "    userId experimentId cohort source version config\n  }\n}",
+      { userId: "player-1", experimentId: null }
+    ),
+    tab(
+      "# Admin key needed (see Headers). Every event stored from now on, by any instance.\n" +
+        "# Send some with the CollectEvents tab and watch them arrive here.\n" +
+        "subscription LiveEvents($userId: String, $eventName: String, $experimentId: String) {\n" +
+        "  liveEvents(userId: $userId, eventName: $eventName, experimentId: $experimentId) {\n" +
+        "    eventId userId eventName timestamp receivedAt properties experimentId cohort\n  }\n}",
+      { userId: "player-1" },
+      ADMIN_KEY_HEADERS
+    ),
   ];
 
-  var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql" });
+  // Subscriptions go over WebSocket; GraphiQL sends the Headers pane as connection_init's payload,
+  // which is where the server reads the key.
+  var subscriptionUrl =
+    (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql/ws";
+  var graphqlFetcher = GraphiQL.createFetcher({ url: "/graphql", subscriptionUrl: subscriptionUrl });
 
   // GraphiQL introspects to fill the docs and autocompletion. The server publishes the same
   // answer at /playground/schema.json without a key, so the docs work before a key is entered and

@@ -180,9 +180,9 @@ impl ExperimentService {
     /// After a write here or on another instance: this service's caches and everything derived
     /// from experiments are stale.
     pub(crate) fn invalidate(&self) {
-        self.inner.changes.record();
         self.inner.definitions.invalidate_all();
         self.inner.all.invalidate_all();
+        self.inner.changes.record();
     }
 
     /// Any experiment by id, whatever its state (admin key).

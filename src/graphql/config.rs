@@ -199,7 +199,7 @@ pub enum ConfigSource {
     None,
 }
 
-pub struct RemoteConfig(Arc<config::RemoteConfig>);
+pub struct RemoteConfig(pub(super) Arc<config::RemoteConfig>);
 
 #[Object]
 impl RemoteConfig {

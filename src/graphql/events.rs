@@ -130,7 +130,7 @@ pub struct CollectEventsPayload {
     event_ids: Vec<String>,
 }
 
-pub struct Event(events::Event);
+pub struct Event(pub(super) events::Event);
 
 #[Object]
 impl Event {

@@ -15,13 +15,15 @@ mod health;
 mod loaders;
 mod results;
 mod scalars;
+mod subscriptions;
 mod transport;
+mod ws;
+
+pub use self::ws::{MAX_SUBSCRIPTIONS, Sockets};
 
 use std::{sync::Arc, time::Duration};
 
-use async_graphql::{
-    Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, dataloader::DataLoader,
-};
+use async_graphql::{Context, MergedObject, Schema, SchemaBuilder, dataloader::DataLoader};
 use axum::{Router, routing::get};
 
 use crate::{
@@ -48,14 +50,14 @@ pub struct MutationRoot(
     experiments::ExperimentsMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 /// The schema without any data attached: enough to export the SDL.
-pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+pub fn schema() -> SchemaBuilder<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        subscriptions::SubscriptionRoot,
     )
 }
 
@@ -117,12 +119,14 @@ fn build(services: Services, introspection: bool, documents: guard::Documents) -
         .finish()
 }
 
-/// `/graphql` (GET and POST); a request running past `request_timeout` gets a 408 GraphQL error.
+/// `/graphql` (GET and POST; a request running past `request_timeout` gets a 408 GraphQL error)
+/// and `/graphql/ws` (subscriptions, over the connections `sockets` keeps).
 pub fn router(
     services: Services,
     keys: Arc<Keys>,
     introspection: bool,
     request_timeout: Duration,
+    sockets: Sockets,
 ) -> Router {
     let documents = guard::documents();
     let transport = transport::Transport::new(transport::Shared {
@@ -133,13 +137,17 @@ pub fn router(
         keys,
         plain_config_reads: cacheable::CacheableDocuments::new(),
         introspection,
+        sockets,
     });
+    // A subscription lives as long as its client wants: the request timeout is for `/graphql`.
+    let subscriptions = Router::new().route("/graphql/ws", get(ws::upgrade));
     Router::new()
         .route("/graphql", get(transport::graphql).post(transport::graphql))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             transport::timeout,
         ))
+        .merge(subscriptions)
         .with_state(transport)
 }
 

@@ -58,11 +58,17 @@ pub(super) struct Shared {
     pub shapes: OnceCell<Shapes>,
     /// Whether the schema may be introspected; when not, engine errors are kept vague.
     pub introspection: bool,
+    /// The open `/graphql/ws` connections.
+    pub sockets: super::Sockets,
 }
 
 impl Transport {
     pub fn new(shared: Shared) -> Self {
         Transport(Arc::new(shared))
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -149,7 +149,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
-    _shutdown: oneshot::Sender<()>,
+    /// Dropped to shut the server down.
+    shutdown: Option<oneshot::Sender<()>>,
     // Declared last so the server stops before its database is dropped.
     pub database: TestDatabase,
 }
@@ -193,9 +194,14 @@ impl TestApp {
         TestApp {
             address,
             client: reqwest::Client::new(),
-            _shutdown: shutdown,
+            shutdown: Some(shutdown),
             database,
         }
+    }
+
+    /// Starts the server's shutdown, as SIGTERM does for the binary.
+    pub fn begin_shutdown(&mut self) {
+        self.shutdown.take();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,12 +1,17 @@
 //! Several instances on one PostgreSQL database (docs/api.md, "Real time, and many instances"):
 //! a write made through one instance reaches the caches of the others through LISTEN/NOTIFY,
-//! long before the cache TTL, and the listener recovers when its connection is killed.
+//! long before the cache TTL, and the listener recovers when its connection is killed; a
+//! subscriber on one instance hears of writes and events on the other.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{HTTP_KEY, TestApp, TestDatabase, skip};
+use crate::{
+    helpers::{ADMIN_KEY, HTTP_KEY, TestApp, TestDatabase, skip},
+    subscriptions::{CHANGED, LIVE, collect, live_events_after_markers, wait_until_live},
+    ws_client::WsClient,
+};
 
 /// Long enough that only a notification can explain a change seen in time.
 const TTL_SECS: u64 = 3_600;
@@ -226,4 +231,72 @@ async fn instances_started_together_on_a_fresh_database_take_turns_to_migrate() 
             json!({"migrationsApplied": 7, "migrationsPending": 0})
         );
     }
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_instance_gets_the_changes_written_on_the_other() {
+    let Some((first, second)) =
+        two_instances("a_subscriber_on_one_instance_gets_the_changes_written_on_the_other").await
+    else {
+        return;
+    };
+    first
+        .upsert_experiment(json!({"id": "shop", "name": "Shop", "cohorts": {"a": 1}}))
+        .await;
+    first
+        .set_config(Some("shop"), None, json!({"price": 1}), false)
+        .await;
+    let mut client = WsClient::connect(&second, HTTP_KEY).await;
+    client
+        .subscribe("shop", CHANGED, json!({"u": "player", "e": "shop"}))
+        .await;
+    let answer = client.next_data("shop", "remoteConfigChanged").await;
+    assert_eq!(answer["config"], json!({"price": 1}));
+
+    // A write on the first instance that leaves the answer as it is sends nothing.
+    first
+        .set_config(None, None, json!({"coins": 1}), false)
+        .await;
+    client.expect_silence(Duration::from_millis(1_500)).await;
+
+    let written = Instant::now();
+    first
+        .set_config(Some("shop"), Some("a"), json!({"price": 2}), false)
+        .await;
+    let answer = client.next_data("shop", "remoteConfigChanged").await;
+    let took = written.elapsed();
+    assert_eq!(answer["config"], json!({"price": 2}));
+    assert_eq!(answer["source"], "COHORT");
+    assert!(took < COHERENCE, "the change came after {took:?}");
+    eprintln!("remoteConfigChanged on the other instance after {took:?}");
+}
+
+#[tokio::test]
+async fn live_events_on_one_instance_shows_a_batch_collected_on_the_other() {
+    let Some((first, second)) =
+        two_instances("live_events_on_one_instance_shows_a_batch_collected_on_the_other").await
+    else {
+        return;
+    };
+    let mut client = WsClient::connect(&second, ADMIN_KEY).await;
+    client
+        .subscribe("live", LIVE, json!({"u": "traveller"}))
+        .await;
+    wait_until_live(&mut client, "live", &first, "traveller").await;
+    let written = Instant::now();
+    collect(
+        &first,
+        "traveller",
+        &[("t3", "purchase"), ("t1", "level_up"), ("t2", "purchase")],
+    )
+    .await;
+    let events = live_events_after_markers(&mut client, "live", 3).await;
+    let took = written.elapsed();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|event| event["eventId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["t1", "t2", "t3"]);
+    assert!(took < COHERENCE, "the batch came after {took:?}");
+    eprintln!("liveEvents on the other instance after {took:?}");
 }

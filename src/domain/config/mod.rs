@@ -18,6 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 use moka::future::Cache;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde_json::Value;
@@ -95,6 +96,14 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// Whether a client would see no difference: same version, config, source and cohort.
+    pub fn same_answer(&self, other: &RemoteConfig) -> bool {
+        self.version == other.version
+            && self.source == other.source
+            && self.cohort == other.cohort
+            && self.config == other.config
+    }
+
     /// Memory the answer holds: its strings, its config and its assignments.
     fn estimated_bytes(&self) -> usize {
         let assignments: usize = self
@@ -307,6 +316,58 @@ impl ConfigService {
         let config = entry.into_value();
         replies::observe(config.fetched_at);
         Ok(config)
+    }
+
+    /// `remote_config`'s answer now, then again each time a write on any instance changes it
+    /// (its version, config, source or cohort); other writes send nothing. An answer that cannot
+    /// be computed (the database is away) is reported and watching goes on. Ends when the
+    /// service does.
+    pub fn watch(
+        &self,
+        user_id: UserId,
+        experiment_id: Option<Slug>,
+    ) -> impl Stream<Item = Result<Arc<RemoteConfig>>> + Send + 'static + use<> {
+        struct Watch {
+            service: ConfigService,
+            user_id: UserId,
+            experiment_id: Option<Slug>,
+            // Taken before the first answer, so a write racing it is not missed.
+            changes: tokio::sync::watch::Receiver<u64>,
+            sent: Option<Arc<RemoteConfig>>,
+            first: bool,
+        }
+        let state = Watch {
+            changes: self.inner.changes.watch(),
+            service: self.clone(),
+            user_id,
+            experiment_id,
+            sent: None,
+            first: true,
+        };
+        futures_util::stream::unfold(state, |mut state| async move {
+            loop {
+                // Several writes in a row wake the watch once: only the latest answer matters.
+                if !std::mem::take(&mut state.first) && state.changes.changed().await.is_err() {
+                    return None;
+                }
+                let answer = state
+                    .service
+                    .remote_config(&state.user_id, state.experiment_id.as_ref())
+                    .await;
+                match answer {
+                    Ok(answer)
+                        if state
+                            .sent
+                            .as_deref()
+                            .is_some_and(|sent| sent.same_answer(&answer)) => {}
+                    Ok(answer) => {
+                        state.sent = Some(answer.clone());
+                        return Some((Ok(answer), state));
+                    }
+                    Err(error) => return Some((Err(error), state)),
+                }
+            }
+        })
     }
 
     async fn resolve_one(
@@ -544,9 +605,9 @@ impl ConfigService {
 
     /// After a config write here or on another instance: every cached answer may be stale.
     pub(crate) fn written(&self) {
-        self.inner.changes.record();
         self.inner.fetches.invalidate_all();
         self.inner.variants.invalidate_all();
+        self.inner.changes.record();
     }
 
     /// The stored (experiment id, cohort) of a variant, checking only the shape of the ids:

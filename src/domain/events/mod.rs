@@ -1,8 +1,9 @@
-//! Analytics events: validated, atomic, idempotent batches ([`batch`]) and keyset-paged user
-//! history ([`query`], [`cursor`]).
+//! Analytics events: validated, atomic, idempotent batches ([`batch`]), keyset-paged user
+//! history ([`query`], [`cursor`]) and events as they are stored ([`live`]).
 
 mod batch;
 mod cursor;
+pub mod live;
 mod query;
 
 use std::collections::HashSet;
@@ -11,9 +12,13 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 
-use self::cursor::EventCursor;
 pub use self::{batch::validate_batch, query::user_events_statement};
+use self::{
+    cursor::EventCursor,
+    live::{LiveEvents, LiveFilter},
+};
 use crate::{
+    auth::Role,
     db::{
         WriteGate,
         ingest::{self, EventRow},
@@ -109,12 +114,14 @@ pub struct EventService {
     /// Reads of event history; see `db::connect_history`.
     history: DatabaseConnection,
     writes: WriteGate,
+    live: LiveEvents,
 }
 
 impl EventService {
     pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
         EventService {
             db,
+            live: LiveEvents::new(history.clone()),
             history,
             writes,
         }
@@ -143,6 +150,19 @@ impl EventService {
             duplicates: event_ids.len() as u64 - accepted,
             event_ids,
         })
+    }
+
+    /// Every event stored from now on, by any instance, that matches `filter` (admin key); see
+    /// [`live`].
+    pub async fn live(
+        &self,
+        caller: Role,
+        filter: LiveFilter,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<std::sync::Arc<Event>>> + Send + 'static + use<>,
+    > {
+        caller.require_admin()?;
+        self.live.subscribe(filter).await
     }
 
     /// A user's events, newest first, resuming after `after`.

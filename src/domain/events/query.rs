@@ -24,7 +24,7 @@ pub fn user_events_statement(query: UserEventsQuery, backend: DbBackend) -> Resu
 /// A stored event with its properties as text.
 #[derive(Debug, FromQueryResult)]
 pub(super) struct StoredEvent {
-    id: i64,
+    pub(super) id: i64,
     event_id: String,
     user_id: String,
     session_id: Option<String>,
@@ -65,13 +65,10 @@ impl StoredEvent {
     }
 }
 
-/// One page plus one row (to learn whether another page follows), and the page size.
-pub(super) fn page_select(
-    query: UserEventsQuery,
-) -> Result<(Select<analytics_event::Entity>, u64)> {
+/// Every stored event, as [`StoredEvent`] rows.
+pub(super) fn stored_events() -> Select<analytics_event::Entity> {
     use analytics_event::Column;
-    let filter = parse_filter(&query)?;
-    let mut select = analytics_event::Entity::find()
+    analytics_event::Entity::find()
         .select_only()
         .columns([
             Column::Id,
@@ -85,7 +82,15 @@ pub(super) fn page_select(
             Column::Cohort,
         ])
         .column_as(Expr::cust("CAST(properties AS TEXT)"), "properties_text")
-        .filter(Column::UserId.eq(query.user_id));
+}
+
+/// One page plus one row (to learn whether another page follows), and the page size.
+pub(super) fn page_select(
+    query: UserEventsQuery,
+) -> Result<(Select<analytics_event::Entity>, u64)> {
+    use analytics_event::Column;
+    let filter = parse_filter(&query)?;
+    let mut select = stored_events().filter(Column::UserId.eq(query.user_id));
     if let Some(event_name) = query.event_name {
         select = select.filter(analytics_event::Column::EventName.eq(event_name));
     }
