@@ -18,5 +18,9 @@ USER octp
 WORKDIR /var/lib/octp
 ENV OCTP_BIND=0.0.0.0:7350
 EXPOSE 7350
+# Ready means the database answers: `healthcheck` GETs /readyz on the port of OCTP_BIND (no curl
+# in this image).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["octp-backend", "healthcheck"]
 ENTRYPOINT ["octp-backend"]
 CMD ["serve"]

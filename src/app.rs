@@ -24,6 +24,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     sockets: Sockets,
+    /// `--metrics-bind`'s listener and its router, when set.
+    metrics: Option<(TcpListener, Router)>,
     /// How long a client may take to send a request's headers, or stay idle between requests.
     header_read_timeout: Duration,
     max_connections: usize,
@@ -32,17 +34,35 @@ pub struct App {
 impl App {
     /// Connects to the database, applies pending migrations and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let (router, sockets) = build_router(&config).await?;
+        let routers = build_router(&config).await?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let metrics = match config.server.metrics_bind {
+            Some(address) => Some((
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} for /metrics"))?,
+                routers.metrics,
+            )),
+            None => None,
+        };
+        let (router, sockets) = (routers.api, routers.sockets);
         Ok(App {
             listener,
             router,
             sockets,
+            metrics,
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs.max(1)),
             max_connections: config.server.max_client_connections.max(1),
         })
+    }
+
+    /// The address of `--metrics-bind`'s listener, when set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The bound address; with port 0 in the config, the port the OS picked.
@@ -61,6 +81,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let header_read_timeout = self.header_read_timeout;
+        // Scrapes are few and quick: plain axum serving is enough, stopped with the server.
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "the /metrics listener failed");
+                }
+            })
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -126,13 +154,25 @@ impl App {
         drop(self.listener);
         // Upgraded connections left hyper's watch: they are closed (1001) and awaited apart.
         tokio::join!(connections.shutdown(), self.sockets.close());
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         Ok(())
     }
 }
 
-/// The complete router for a configuration, and its WebSocket connections (to close on
-/// shutdown): connects, migrates and wires the services.
-pub async fn build_router(config: &Config) -> anyhow::Result<(Router, Sockets)> {
+/// What a server serves: the API (with `/metrics` unless `--metrics-bind` moves it), `/metrics`
+/// alone, and the API's WebSocket connections (to close on shutdown).
+pub struct Routers {
+    pub api: Router,
+    pub metrics: Router,
+    pub sockets: Sockets,
+}
+
+/// The routers for a configuration: connects, migrates and wires the services.
+pub async fn build_router(config: &Config) -> anyhow::Result<Routers> {
+    // Installed first, so that nothing counted during startup is lost.
+    crate::telemetry::recorder();
     let keys = Keys::new(&config.keys).map_err(anyhow::Error::msg)?;
     let backend = db::Backend::from_url(&config.database.url)?;
     let connect = |database: DatabaseConfig| async move {
@@ -174,12 +214,17 @@ pub async fn build_router(config: &Config) -> anyhow::Result<(Router, Sockets)> 
             .await;
     }
     let sockets = Sockets::new(config.server.max_client_connections);
-    let router = http::router(
-        services,
+    let api = http::router(
+        services.clone(),
         Arc::new(keys),
         !config.server.disable_introspection,
         request_timeout,
         sockets.clone(),
+        config.server.metrics_bind.is_none(),
     );
-    Ok((router, sockets))
+    Ok(Routers {
+        api,
+        metrics: http::metrics_router(services),
+        sockets,
+    })
 }

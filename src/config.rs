@@ -36,6 +36,13 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Exit 0 if the server answers `/readyz` with 200 (for a Docker HEALTHCHECK), else 1.
+    Healthcheck {
+        /// The readiness URL; by default `/readyz` on the port of `--bind`, on 127.0.0.1.
+        // An id of its own: `url` is already the database URL's.
+        #[arg(long = "url", id = "readiness_url")]
+        url: Option<String>,
+    },
     /// Print the GraphQL schema (SDL) that clients are generated from.
     ExportSchema {
         /// Write to this file instead of standard output.
@@ -172,6 +179,10 @@ pub struct ServerConfig {
         global = true
     )]
     pub max_client_connections: usize,
+    /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9464`, reachable by Prometheus but
+    /// not by players); unset, `/metrics` is served on `--bind` with the API.
+    #[arg(long = "metrics-bind", env = "OCTP_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Clone, Args)]
@@ -288,6 +299,7 @@ impl Config {
                 request_timeout_secs: 30,
                 header_read_timeout_secs: 10,
                 max_client_connections: 10_000,
+                metrics_bind: None,
             },
             keys: KeyConfig {
                 http_key: DEFAULT_HTTP_KEY.to_owned(),

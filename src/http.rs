@@ -15,7 +15,7 @@ use tower_http::{classify::ServerErrorsFailureClass, trace::TraceLayer};
 use crate::{
     auth::Keys,
     domain::{Services, health::HealthService},
-    graphql, playground, rpc,
+    graphql, playground, rpc, telemetry,
 };
 
 /// Everything the server answers, for one set of services and keys.
@@ -25,7 +25,13 @@ pub fn router(
     introspection: bool,
     request_timeout: Duration,
     sockets: graphql::Sockets,
+    with_metrics: bool,
 ) -> Router {
+    let metrics = if with_metrics {
+        metrics_router(services.clone())
+    } else {
+        Router::new()
+    };
     let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -43,11 +49,25 @@ pub fn router(
         .merge(playground::router(introspection))
         .merge(probes)
         .merge(rpc::router(services, keys, request_timeout))
+        .merge(metrics)
+        // Inside the trace layer, so that what it counts is what the trace shows.
+        .layer(axum::middleware::from_fn(telemetry::record))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_failure(log_failure),
         )
+}
+
+/// `GET /metrics` alone, for `--metrics-bind` or the API's router.
+pub fn metrics_router(services: Services) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(services)
+}
+
+async fn metrics(State(services): State<Services>) -> Response {
+    telemetry::render(&services).await
 }
 
 /// A request span named by the matched route (not the raw path, which may carry ids or keys).

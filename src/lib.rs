@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod http;
 pub mod playground;
 pub mod rpc;
+pub mod telemetry;
 
-pub use app::{App, build_router};
+pub use app::{App, Routers, build_router};
 pub use config::Config;

@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(cli.config).await,
         Command::Migrate { action } => migrate(&cli.config, action).await,
         Command::ExportSchema { output } => export_schema(output),
+        Command::Healthcheck { url } => healthcheck(&cli.config, url).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +112,46 @@ async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
             println!("applied: {applied}, pending: {pending}");
         }
     }
+    Ok(())
+}
+
+/// A GET of the readiness URL with a few lines of HTTP/1.1 rather than an HTTP client crate: the
+/// server has no other use for one, and the probe only needs the status line.
+async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url =
+        url.unwrap_or_else(|| format!("http://127.0.0.1:{}/readyz", config.server.bind.port()));
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, "/"),
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = [0u8; 32];
+        let mut read = 0;
+        while read < head.len() {
+            match stream.read(&mut head[read..]).await? {
+                0 => break,
+                more => read += more,
+            }
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..read]).into_owned())
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .with_context(|| format!("{url} did not answer within 5 s"))?
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(status == "200", "{url} answered {status:?}, not 200");
     Ok(())
 }
 

@@ -164,13 +164,21 @@ async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<
             .on_conflict_do_nothing_on([Column::UserId, Column::ExperimentId]);
         if !db.support_returning() {
             insert.exec_without_returning(db).await?;
-            return read_stored(db, &keys).await;
+            let stored = read_stored(db, &keys).await?;
+            let inserted: Vec<Model> = stored
+                .iter()
+                .filter(|row| row.assigned_at == now)
+                .cloned()
+                .collect();
+            count_created(&inserted);
+            return Ok(stored);
         }
         match insert.exec_with_returning_many(db).await? {
             TryInsertResult::Inserted(rows) => rows,
             TryInsertResult::Conflicted | TryInsertResult::Empty => Vec::new(),
         }
     };
+    count_created(&stored);
     let existing: Vec<_> = keys
         .iter()
         .filter(|(user_id, experiment_id, _)| {
@@ -184,6 +192,17 @@ async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<
         stored.extend(read_stored(db, &existing).await?);
     }
     Ok(stored)
+}
+
+/// Counts rows this group inserted, per experiment (experiment ids are a set admins made).
+fn count_created(inserted: &[Model]) {
+    for row in inserted {
+        metrics::counter!(
+            crate::telemetry::ASSIGNMENTS_CREATED,
+            "experiment" => row.experiment_id.clone()
+        )
+        .increment(1);
+    }
 }
 
 /// PostgreSQL: the group as three arrays in one statement whose text never changes, so each

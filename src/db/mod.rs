@@ -161,6 +161,32 @@ const MIGRATION_LOCK: i64 = 0x0C7B_0001;
 /// together on a fresh database take turns (an advisory lock held by `connection`'s session, so
 /// give it a pool of one connection): without it both create the migrations table at once and one
 /// fails on a duplicate key.
+/// Connections of a pool, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub idle: u32,
+    pub in_use: u32,
+}
+
+/// How many of the pool's open connections are idle and in use right now.
+pub fn pool_connections(connection: &DatabaseConnection) -> PoolConnections {
+    let (size, idle) = match Backend::of(connection) {
+        Backend::Postgres => {
+            let pool = connection.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        Backend::Sqlite => {
+            let pool = connection.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+    };
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+    PoolConnections {
+        idle,
+        in_use: size - idle,
+    }
+}
+
 pub async fn migrate(connection: &DatabaseConnection) -> Result<usize, DbErr> {
     let postgres = Backend::of(connection) == Backend::Postgres;
     if postgres {

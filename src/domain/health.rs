@@ -57,6 +57,11 @@ impl HealthService {
         }
     }
 
+    /// The main pool's connections, idle and in use.
+    pub fn pool_connections(&self) -> crate::db::PoolConnections {
+        crate::db::pool_connections(&self.inner.db)
+    }
+
     /// "ok", or "degraded" when the latest database probe failed.
     pub fn status(&self) -> &'static str {
         if self.inner.database_ok.load(Ordering::Relaxed) {

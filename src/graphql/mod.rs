@@ -13,6 +13,7 @@ mod experiments;
 mod guard;
 mod health;
 mod loaders;
+mod operations;
 mod results;
 mod scalars;
 mod subscriptions;

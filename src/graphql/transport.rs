@@ -21,6 +21,7 @@ use super::{
     cacheable::CacheableDocuments,
     complete::{Shapes, complete},
     guard::Documents,
+    operations,
 };
 use crate::{
     auth::{self, Keys, Role},
@@ -30,6 +31,7 @@ use crate::{
         config::replies::{ReplyKey, ReplyScope},
     },
     error::{Error, ErrorCode},
+    telemetry::Operation,
 };
 
 /// Most operations one batched request may carry (async-graphql runs a batch concurrently).
@@ -128,15 +130,23 @@ pub(super) async fn graphql(State(transport): State<Transport>, request: Request
     let key = (parts.method == Method::POST)
         .then(|| ReplyKey::new(ReplyScope::GraphQL, role, &body))
         .flatten();
+    let ran = std::sync::Mutex::new(None);
     let reply = state
         .services
         .config
-        .cached_reply(key, run(state, role, media, parts, body))
+        .cached_reply(key, run(state, role, media, parts, body, &ran))
         .await;
-    match reply {
+    let response = match reply {
         Ok(cacheable) => media.body(StatusCode::OK, cacheable),
         Err(response) => response,
+    };
+    // Only plain config reads are kept whole, so a reply that did not run was one of those.
+    let name = ran.into_inner().ok().flatten().unwrap_or("remoteConfig");
+    Operation {
+        transport: "graphql",
+        name,
     }
+    .attach(response)
 }
 
 /// A request running past the timeout: a 408 with a GraphQL error body, not an empty reply.
@@ -165,7 +175,14 @@ async fn run(
     media: Media,
     parts: Parts,
     body: Bytes,
+    ran: &std::sync::Mutex<Option<&'static str>>,
 ) -> Result<Bytes, Response> {
+    let label = |name: &'static str| {
+        if let Ok(mut ran) = ran.lock() {
+            *ran = Some(name);
+        }
+    };
+    label(Operation::OTHER);
     let is_get = parts.method == Method::GET;
     let batch = if is_get {
         parse_get(parts.uri.query().unwrap_or_default())
@@ -214,6 +231,9 @@ async fn run(
                 .schema
                 .execute(single.data(role).data(budget.clone()))
                 .await;
+            if let Some(document) = state.documents.get(&query) {
+                label(operations::label(&document, operation.as_deref()));
+            }
             state
                 .complete(&query, operation.as_deref(), &mut response)
                 .await;
@@ -227,6 +247,7 @@ async fn run(
             }
         }
         BatchRequest::Batch(operations) => {
+            label(operations::BATCH);
             let documents: Vec<(String, Option<String>)> = operations
                 .iter()
                 .map(|operation| (operation.query.clone(), operation.operation_name.clone()))

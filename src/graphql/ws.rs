@@ -37,6 +37,7 @@ use crate::{
     auth::{self, Keys, Role},
     body::MAX_BODY_BYTES,
     error::Error,
+    telemetry,
 };
 
 /// Most subscriptions one connection may hold at once.
@@ -231,12 +232,21 @@ struct SubscriptionsOnly {
     active: Arc<AtomicUsize>,
 }
 
-/// A running subscription's place in its connection's count, given back when it ends.
+/// A running subscription's place in its connection's count (and in the instance's gauge), given
+/// back when it ends.
 struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn taken(active: Arc<AtomicUsize>) -> Self {
+        metrics::gauge!(telemetry::SUBSCRIPTIONS_ACTIVE).increment(1.0);
+        Slot(active)
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(telemetry::SUBSCRIPTIONS_ACTIVE).decrement(1.0);
     }
 }
 
@@ -276,7 +286,7 @@ impl Executor for SubscriptionsOnly {
                  or open another connection"
             ))));
         }
-        let slot = Slot(self.active.clone());
+        let slot = Slot::taken(self.active.clone());
         self.schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
             .map(move |response| {

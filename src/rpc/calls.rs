@@ -36,6 +36,20 @@ pub enum Call {
 }
 
 impl Call {
+    /// The id as registered (lower case), e.g. for metrics labels.
+    pub fn id(self) -> &'static str {
+        match self {
+            Call::CollectEvents => "analyticscollectevents",
+            Call::GetUserEvents => "analyticsgetuserevents",
+            Call::FetchRemoteConfig => "fetchremoteconfig",
+            Call::UpdateRemoteConfig => "updateremoteconfig",
+            Call::GetExperimentAssignment => "getexperimentassignment",
+            Call::ListActiveExperiments => "listactiveexperiments",
+            Call::HealthCheck => "healthcheck",
+            Call::DetailedHealthCheck => "detailedhealthcheck",
+        }
+    }
+
     /// Looks up a lower-cased id, as Nakama registers and matches them.
     pub fn from_id(id: &str) -> Option<Self> {
         Some(match id {

@@ -29,6 +29,7 @@ use crate::{
         config::replies::{ReplyKey, ReplyScope},
     },
     error::Error,
+    telemetry::Operation,
 };
 
 const NO_KEY: &str = r#"{"error":"Auth token or HTTP key required","message":"Auth token or HTTP key required","code":16}"#;
@@ -79,8 +80,19 @@ async fn timeout(State(limit): State<Duration>, request: Request, next: Next) ->
     }
 }
 
-/// Entry point for every method on `/v2/rpc/` and below.
-async fn handle(State(Rpc(state)): State<Rpc>, request: Request) -> Response {
+/// Entry point for every method on `/v2/rpc/` and below; the response names the RPC for the
+/// request metrics (`other` for an unknown id).
+async fn handle(State(rpc): State<Rpc>, request: Request) -> Response {
+    let mut call = None;
+    let response = answer(&rpc, request, &mut call).await;
+    Operation {
+        transport: "rpc",
+        name: call.map_or(Operation::OTHER, calls::Call::id),
+    }
+    .attach(response)
+}
+
+async fn answer(Rpc(state): &Rpc, request: Request, found: &mut Option<calls::Call>) -> Response {
     let (services, keys) = state.as_ref();
     match *request.method() {
         Method::GET | Method::POST => {}
@@ -107,6 +119,7 @@ async fn handle(State(Rpc(state)): State<Rpc>, request: Request) -> Response {
     let Some(call) = calls::Call::from_id(&id) else {
         return json_reply(StatusCode::NOT_FOUND, UNKNOWN_ID);
     };
+    *found = Some(call);
     let query = request.uri().query().map(str::to_owned);
     let unwrap = query_params(query.as_deref()).any(|(name, _)| name == "unwrap");
     let request_content_type = request.headers().get(header::CONTENT_TYPE).cloned();

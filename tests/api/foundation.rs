@@ -343,6 +343,13 @@ fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_env
 
     let server = &services["server"];
     assert_eq!(server["build"].as_str(), Some("."));
+    let check: Vec<&str> = server["healthcheck"]["test"]
+        .as_sequence()
+        .expect("the server has a health check")
+        .iter()
+        .filter_map(|part| part.as_str())
+        .collect();
+    assert_eq!(check, ["CMD", "octp-backend", "healthcheck"]);
     assert_eq!(
         server["depends_on"]["postgres"]["condition"].as_str(),
         Some("service_healthy")
@@ -370,4 +377,21 @@ fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_env
         "a two-stage build"
     );
     assert!(dockerfile.contains("COPY --from=build"));
+}
+
+/// The image's health check is the binary's own `healthcheck` command (tests/api/metrics.rs runs it).
+#[test]
+fn the_docker_image_checks_its_health_with_the_healthcheck_command() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let instruction = text
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .expect("the Dockerfile has a HEALTHCHECK");
+    let command = instruction
+        .split("CMD ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("HEALTHCHECK … CMD […]");
+    let command: Vec<String> = serde_json::from_str(command).expect("CMD in exec form");
+    assert_eq!(command, ["octp-backend", "healthcheck"]);
 }

@@ -18,6 +18,7 @@ mod history;
 mod hostile;
 mod instances;
 mod limits;
+mod metrics;
 mod nakama_js;
 mod results;
 mod rpc;

@@ -25,6 +25,7 @@ use crate::{
     },
     domain::validate::{self, TimestampValue},
     error::{FieldError, Result},
+    telemetry,
 };
 
 /// Most events accepted in one `collectEvents` call.
@@ -132,7 +133,10 @@ impl EventService {
     #[tracing::instrument(skip_all, fields(events = inputs.len()))]
     pub async fn collect(&self, inputs: Vec<EventInput>) -> Result<CollectOutcome> {
         let received_at = validate::truncate_to_micros(Utc::now());
-        let events = validate_batch(inputs, received_at)?;
+        let sent = inputs.len() as u64;
+        let events = validate_batch(inputs, received_at).inspect_err(|_| {
+            metrics::counter!(telemetry::EVENTS, "result" => "rejected").increment(sent);
+        })?;
         let event_ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
         let mut seen = HashSet::with_capacity(events.len());
         // A repeat inside the batch keeps its first occurrence.
@@ -145,9 +149,12 @@ impl EventService {
             let _turn = self.writes.enter().await;
             ingest::insert_events(&self.db, rows, received_at).await?
         };
+        let duplicates = event_ids.len() as u64 - accepted;
+        metrics::counter!(telemetry::EVENTS, "result" => "accepted").increment(accepted);
+        metrics::counter!(telemetry::EVENTS, "result" => "duplicate").increment(duplicates);
         Ok(CollectOutcome {
             accepted,
-            duplicates: event_ids.len() as u64 - accepted,
+            duplicates,
             event_ids,
         })
     }

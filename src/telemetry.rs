@@ -1,0 +1,216 @@
+//! Prometheus metrics (`GET /metrics`, docs/api.md "Operations"): the `metrics` facade with
+//! `metrics-exporter-prometheus` as its recorder, a layer that counts and times every request by
+//! transport and operation, and the figures read from the services at scrape time.
+//!
+//! Label values come from fixed sets only: the adapters name their operation from what they
+//! registered (GraphQL root fields of the schema, RPC ids), routes come from the router, and
+//! anything else is `other`, so no request can add series.
+
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::{HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::Services;
+
+pub const REQUESTS: &str = "octp_http_requests_total";
+pub const REQUEST_DURATION: &str = "octp_http_request_duration_seconds";
+pub const EVENTS: &str = "octp_events_total";
+pub const CACHE_HITS: &str = "octp_config_cache_hits_total";
+pub const CACHE_MISSES: &str = "octp_config_cache_misses_total";
+pub const CACHE_ENTRIES: &str = "octp_config_cache_entries";
+pub const ASSIGNMENTS_CREATED: &str = "octp_assignments_created_total";
+pub const DB_POOL: &str = "octp_db_pool_connections";
+pub const SUBSCRIPTIONS_ACTIVE: &str = "octp_subscriptions_active";
+
+/// From a cached config read (~50 µs) to a slow results query (seconds).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+/// Histograms keep raw samples until drained; draining this often bounds that memory.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What a response answered, for the request metrics: the adapters attach it to their responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    pub transport: &'static str,
+    pub name: &'static str,
+}
+
+impl Operation {
+    /// The operation label of anything no adapter recognised.
+    pub const OTHER: &'static str = "other";
+
+    /// Attaches this operation to `response`.
+    pub fn attach(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The process-wide recorder, installed on first use (one per process: the `metrics` facade has
+/// one global recorder, shared by every server a test process starts).
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(REQUEST_DURATION.to_owned()),
+                &DURATION_BUCKETS,
+            )
+            .expect("the bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will stay empty");
+        }
+        describe();
+        metrics_process::Collector::default().describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawn the metrics upkeep thread");
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "HTTP requests by transport (graphql, rpc, http), operation and status"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer a request, by transport and operation"
+    );
+    describe_counter!(
+        EVENTS,
+        "Analytics events by result: accepted (stored), duplicate (eventId already stored), rejected (invalid batch)"
+    );
+    describe_counter!(CACHE_HITS, "Remote-config fetches answered from the cache");
+    describe_counter!(CACHE_MISSES, "Remote-config fetches that read the database");
+    describe_gauge!(CACHE_ENTRIES, "Remote-config fetches cached");
+    describe_counter!(
+        ASSIGNMENTS_CREATED,
+        "First assignments of users to an experiment's cohorts, by experiment"
+    );
+    describe_gauge!(
+        DB_POOL,
+        "Database connections of the main pool by state (idle, in_use)"
+    );
+    describe_gauge!(
+        SUBSCRIPTIONS_ACTIVE,
+        "GraphQL subscriptions running on this instance"
+    );
+}
+
+/// `GET /metrics`: reads what the services count themselves, then renders every series.
+pub async fn render(services: &Services) -> Response {
+    let handle = recorder();
+    let cache = services.config.cache_stats().await;
+    metrics::counter!(CACHE_HITS).absolute(cache.hits);
+    metrics::counter!(CACHE_MISSES).absolute(cache.misses);
+    metrics::gauge!(CACHE_ENTRIES).set(cache.entries as f64);
+    let pool = services.health.pool_connections();
+    metrics::gauge!(DB_POOL, "state" => "idle").set(f64::from(pool.idle));
+    metrics::gauge!(DB_POOL, "state" => "in_use").set(f64::from(pool.in_use));
+    metrics_process::Collector::default().collect();
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Counts and times every request; the operation is what the adapter attached to the response,
+/// else the matched route.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| interned_route(path.as_str()));
+    let response = next.run(request).await;
+    let operation = response
+        .extensions()
+        .get::<Operation>()
+        .copied()
+        .unwrap_or(Operation {
+            transport: "http",
+            name: route.unwrap_or(Operation::OTHER),
+        });
+    let status = status_label(response.status().as_u16());
+    metrics::counter!(REQUESTS, "transport" => operation.transport, "operation" => operation.name, "status" => status)
+        .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "transport" => operation.transport, "operation" => operation.name)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Routes are the router's own paths, a fixed set: each is leaked once to serve as a label.
+fn interned_route(route: &str) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(interned) = routes
+        .read()
+        .ok()
+        .and_then(|routes| routes.get(route).copied())
+    {
+        return interned;
+    }
+    let mut routes = match routes.write() {
+        Ok(routes) => routes,
+        Err(_) => return Operation::OTHER,
+    };
+    routes
+        .entry(route.to_owned())
+        .or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
+}
+
+/// Status codes as static labels (100 to 599; anything else is `other`).
+fn status_label(status: u16) -> &'static str {
+    static LABELS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        (100..600u16)
+            .map(|code| &*Box::leak(code.to_string().into_boxed_str()))
+            .collect()
+    });
+    status
+        .checked_sub(100)
+        .and_then(|index| labels.get(usize::from(index)))
+        .copied()
+        .unwrap_or(Operation::OTHER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_cover_every_code_and_nothing_else() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(599), "599");
+        assert_eq!(status_label(100), "100");
+        assert_eq!(status_label(99), "other");
+        assert_eq!(status_label(600), "other");
+    }
+}
