@@ -15,6 +15,7 @@ backend, for its peak RSS. Figures are printed, never asserted.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -488,6 +489,17 @@ def pg_assignment_ceiling(url, args, connections):
     return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
 
 
+@contextlib.contextmanager
+def fresh_database(server_url, prefix):
+    """A new database on the PostgreSQL server of `server_url`, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    psql(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        psql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def psql(server_url, sql):
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", server_url, "-c", sql], check=True)
 
@@ -536,49 +548,27 @@ def main():
             if args.results_users:
                 run_results("sqlite", f"sqlite://{work}/results.db", args, rows)
         if "postgres" in backends:
-            name = f"octp_bench_{uuid.uuid4().hex[:12]}"
-            psql(args.pg_url, f'CREATE DATABASE "{name}"')
-            database_url = args.pg_url.rsplit("/", 1)[0] + "/" + name
-            try:
+            with fresh_database(args.pg_url, "octp_bench") as database_url:
                 run_backend("postgres", database_url, args, rows)
                 for connections in sorted({1, 2}) if not args.no_ceilings else []:
                     ceilings[connections] = pg_ceiling(database_url, args, connections)
                 for connections in args.connections if not args.no_ceilings else []:
                     assignment_ceilings[connections] = pg_assignment_ceiling(database_url, args, connections)
-            finally:
-                psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if args.new_users:
-                name = f"octp_launch_{uuid.uuid4().hex[:12]}"
-                psql(args.pg_url, f'CREATE DATABASE "{name}"')
-                try:
-                    run_new_users("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
-                finally:
-                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                with fresh_database(args.pg_url, "octp_launch") as database_url:
+                    run_new_users("postgres", database_url, args, rows)
             if args.live_subscribers:
-                name = f"octp_live_{uuid.uuid4().hex[:12]}"
-                psql(args.pg_url, f'CREATE DATABASE "{name}"')
-                try:
-                    run_live("postgres", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
-                finally:
-                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                with fresh_database(args.pg_url, "octp_live") as database_url:
+                    run_live("postgres", database_url, args, rows)
             if args.coherence_writes:
-                name = f"octp_coherence_{uuid.uuid4().hex[:12]}"
-                psql(args.pg_url, f'CREATE DATABASE "{name}"')
-                try:
-                    run_coherence(args.pg_url.rsplit("/", 1)[0] + "/" + name, args, rows)
-                finally:
-                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                with fresh_database(args.pg_url, "octp_coherence") as database_url:
+                    run_coherence(database_url, args, rows)
             if args.results_users:
-                name = f"octp_results_{uuid.uuid4().hex[:12]}"
-                psql(args.pg_url, f'CREATE DATABASE "{name}"')
-                try:
-                    results_url = args.pg_url.rsplit("/", 1)[0] + "/" + name
+                with fresh_database(args.pg_url, "octp_results") as results_url:
                     run_results("postgres", results_url, args, rows)
                     # This machine's PostgreSQL has 2 cores: its default of 2 parallel workers
                     # plus the leader oversubscribe them.
                     run_results("postgres", results_url, args, rows, workers=1, seeded=True)
-                finally:
-                    psql(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows, ceilings, assignment_ceilings, args)

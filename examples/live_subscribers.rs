@@ -29,7 +29,7 @@ async fn main() {
     let seconds: u64 = seconds.parse().expect("SECONDS is a number");
     let received = Arc::new(AtomicU64::new(0));
     let ended = Arc::new(AtomicUsize::new(0));
-    let live = Arc::new(AtomicUsize::new(0));
+    let (live, mut went_live) = tokio::sync::mpsc::unbounded_channel::<()>();
     for _ in 0..count {
         let mut request = format!("ws://127.0.0.1:{port}/graphql/ws")
             .into_client_request()
@@ -64,7 +64,7 @@ async fn main() {
                     Some("next") => {
                         received.fetch_add(1, Ordering::Relaxed);
                         if std::mem::take(&mut first) {
-                            live.fetch_add(1, Ordering::Relaxed);
+                            let _ = live.send(());
                         }
                     }
                     _ => {}
@@ -72,8 +72,11 @@ async fn main() {
             }
         });
     }
-    while live.load(Ordering::Relaxed) < count {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..count {
+        went_live
+            .recv()
+            .await
+            .expect("every subscriber reports once");
     }
     println!("LIVE");
     tokio::time::sleep(Duration::from_secs(seconds)).await;

@@ -51,7 +51,7 @@ pub fn router(
         .merge(rpc::router(services, keys, request_timeout))
         .merge(metrics)
         // Inside the trace layer, so that what it counts is what the trace shows.
-        .layer(axum::middleware::from_fn(telemetry::record))
+        .layer(axum::middleware::from_fn(telemetry::requests::record))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -67,7 +67,7 @@ pub fn metrics_router(services: Services) -> Router {
 }
 
 async fn metrics(State(services): State<Services>) -> Response {
-    telemetry::render(&services).await
+    telemetry::requests::render(&services).await
 }
 
 /// A request span named by the matched route (not the raw path, which may carry ids or keys).

@@ -9,7 +9,7 @@ use async_graphql::parser::{
     types::{DocumentOperations, ExecutableDocument, Selection, TypeKind, TypeSystemDefinition},
 };
 
-use crate::telemetry::Operation;
+use crate::telemetry::requests::Operation;
 
 pub const MULTIPLE: &str = "multiple";
 pub const BATCH: &str = "batch";

@@ -31,7 +31,7 @@ use crate::{
         config::replies::{ReplyKey, ReplyScope},
     },
     error::{Error, ErrorCode},
-    telemetry::Operation,
+    telemetry::requests::Operation,
 };
 
 /// Most operations one batched request may carry (async-graphql runs a batch concurrently).
@@ -75,29 +75,32 @@ impl Transport {
 }
 
 impl Shared {
-    /// Key order and null propagation along the request's document (see `complete`).
+    /// Key order and null propagation along the request's document (see `complete`); returns
+    /// the operation's metrics label, read from the same document.
     async fn complete(
         &self,
         query: &str,
         operation: Option<&str>,
         response: &mut async_graphql::Response,
-    ) {
-        if response.data == async_graphql::Value::Null && response.errors.is_empty() {
-            return;
-        }
+    ) -> &'static str {
         let document = match self.documents.get(query) {
             Some(document) => document,
             // Long documents are not cached; they parsed once already, so they parse again.
             None => match async_graphql::parser::parse_query(query) {
                 Ok(document) => Arc::new(document),
-                Err(_) => return,
+                Err(_) => return Operation::OTHER,
             },
         };
+        let label = operations::label(&document, operation);
+        if response.data == async_graphql::Value::Null && response.errors.is_empty() {
+            return label;
+        }
         let shapes = self
             .shapes
             .get_or_init(|| async { Shapes::of(&super::schema().finish()).await })
             .await;
         complete(shapes, &document, operation, response);
+        label
     }
 }
 
@@ -231,12 +234,11 @@ async fn run(
                 .schema
                 .execute(single.data(role).data(budget.clone()))
                 .await;
-            if let Some(document) = state.documents.get(&query) {
-                label(operations::label(&document, operation.as_deref()));
-            }
-            state
-                .complete(&query, operation.as_deref(), &mut response)
-                .await;
+            label(
+                state
+                    .complete(&query, operation.as_deref(), &mut response)
+                    .await,
+            );
             tidy(&mut response, &budget, state.introspection);
             let succeeded = response.is_ok();
             let (status, body) = media.shape(response);

@@ -29,7 +29,7 @@ use crate::{
         config::replies::{ReplyKey, ReplyScope},
     },
     error::Error,
-    telemetry::Operation,
+    telemetry::requests::Operation,
 };
 
 const NO_KEY: &str = r#"{"error":"Auth token or HTTP key required","message":"Auth token or HTTP key required","code":16}"#;
