@@ -12,9 +12,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --create-home --home-dir /var/lib/octp octp
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/octp octp
 COPY --from=build /usr/local/bin/octp-backend /usr/local/bin/octp-backend
-USER octp
+# Numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as the same uid).
+USER 10001:10001
 WORKDIR /var/lib/octp
 ENV OCTP_BIND=0.0.0.0:7350
 EXPOSE 7350

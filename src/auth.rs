@@ -64,8 +64,16 @@ pub struct Keys {
 impl Keys {
     /// The keys of the configuration; an error names the flag and what is wrong with it.
     pub fn new(config: &KeyConfig) -> std::result::Result<Self, String> {
-        let http = parse_key_list("--http-key", &config.http_key, KeyName::HTTP)?;
-        let admin = parse_key_list("--admin-key", &config.admin_key, KeyName::ADMIN)?;
+        let http = parse_key_list(
+            "--http-key (OCTP_HTTP_KEY)",
+            &config.http_key,
+            KeyName::HTTP,
+        )?;
+        let admin = parse_key_list(
+            "--admin-key (OCTP_ADMIN_KEY)",
+            &config.admin_key,
+            KeyName::ADMIN,
+        )?;
         Ok(Keys {
             http: http.into_iter().map(|(_, digest)| digest).collect(),
             admin,
@@ -203,28 +211,40 @@ mod tests {
     #[test]
     fn bad_key_lists_are_refused_naming_the_flag_and_the_problem() {
         for (http, admin, expected) in [
-            ("h", "", "--admin-key: key 1 (admin) has no secret"),
-            ("h,", "a", "--http-key: key 2 (http) has no secret"),
+            (
+                "h",
+                "",
+                "--admin-key (OCTP_ADMIN_KEY): key 1 (admin) has no secret",
+            ),
+            (
+                "h,",
+                "a",
+                "--http-key (OCTP_HTTP_KEY): key 2 (http) has no secret",
+            ),
             (
                 "h",
                 "bad name:s",
-                "--admin-key: key 1 has the name \"bad name\"",
+                "--admin-key (OCTP_ADMIN_KEY): key 1 has the name \"bad name\"",
             ),
-            ("h", ":s", "--admin-key: key 1 has the name \"\""),
+            (
+                "h",
+                ":s",
+                "--admin-key (OCTP_ADMIN_KEY): key 1 has the name \"\"",
+            ),
             (
                 "h",
                 &format!("{}:s", "n".repeat(65)),
-                "--admin-key: key 1 has the name",
+                "--admin-key (OCTP_ADMIN_KEY): key 1 has the name",
             ),
             (
                 "h",
                 "a,b",
-                "--admin-key: the name \"admin\" is given to more than one key",
+                "--admin-key (OCTP_ADMIN_KEY): the name \"admin\" is given to more than one key",
             ),
             (
                 "x:1,x:2",
                 "a",
-                "--http-key: the name \"x\" is given to more than one key",
+                "--http-key (OCTP_HTTP_KEY): the name \"x\" is given to more than one key",
             ),
         ] {
             let error = keys(http, admin).err().unwrap_or_default();

@@ -44,6 +44,7 @@ pub fn recorder() -> &'static PrometheusHandle {
             tracing::warn!("another metrics recorder is installed; /metrics will stay empty");
         }
         describe();
+        register_at_zero();
         metrics_process::Collector::default().describe();
         let upkeep = handle.clone();
         std::thread::Builder::new()
@@ -57,6 +58,15 @@ pub fn recorder() -> &'static PrometheusHandle {
             .expect("spawn the metrics upkeep thread");
         handle
     })
+}
+
+/// Series that would otherwise appear only when first moved: present from the start, a dashboard
+/// or an alert reads 0 where it would read "no data".
+fn register_at_zero() {
+    metrics::gauge!(SUBSCRIPTIONS_ACTIVE).increment(0.0);
+    for result in ["accepted", "duplicate", "rejected"] {
+        metrics::counter!(EVENTS, "result" => result).increment(0);
+    }
 }
 
 fn describe() {

@@ -376,7 +376,7 @@ async fn a_bad_key_list_stops_startup_with_a_message_naming_it() {
         .expect("startup fails");
     let message = format!("{error:#}");
     assert!(
-        message.contains("--admin-key: key 1 has the name \"ops team\""),
+        message.contains("--admin-key (OCTP_ADMIN_KEY): key 1 has the name \"ops team\""),
         "{message}"
     );
     assert!(

@@ -7,6 +7,7 @@ mod audit;
 mod browser;
 mod config;
 mod db_faults;
+mod deploy;
 mod durability;
 mod events;
 mod experiments;
