@@ -49,24 +49,28 @@ fn port_of(address: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {address:?}"))
 }
 
-/// Whether `program` can be run here; a test that needs it and cannot run says so (and fails
-/// under CI=true, where .ci/run installs it).
-fn tool_available(test: &str, program: &str, installed_by: &str) -> bool {
-    let found = std::process::Command::new(program)
-        .arg("--help")
+/// Whether `command` runs here; a test that needs it and cannot run says so (and fails under
+/// CI=true, where .ci/run installs it).
+fn tool_available(test: &str, command: &[&str], installed_by: &str) -> bool {
+    let found = std::process::Command::new(command[0])
+        .args(&command[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok();
+        .is_ok_and(|status| status.success());
     if !found {
         skip(
             test,
-            &format!("`{program}` is not installed ({installed_by})"),
+            &format!("`{}` does not run ({installed_by})", command.join(" ")),
             true,
         );
     }
     found
 }
+
+const PROMTOOL: [&str; 2] = ["promtool", "--version"];
+/// Run as a module: pip may put its script where PATH does not look.
+const KUBERNETES_VALIDATE: [&str; 4] = ["python3", "-m", "kubernetes_validate", "--version"];
 
 struct Compose {
     services: serde_yaml_ng::Mapping,
@@ -345,7 +349,7 @@ fn promtool_accepts_the_prometheus_config_the_alerts_and_every_dashboard_query()
     let test = "promtool_accepts_the_prometheus_config_the_alerts_and_every_dashboard_query";
     if !tool_available(
         test,
-        "promtool",
+        &PROMTOOL,
         "Debian's prometheus package; .ci/run installs it",
     ) {
         return;
@@ -585,7 +589,7 @@ async fn the_dashboard_and_the_alerts_read_only_series_the_server_exports() {
     let test = "the_dashboard_and_the_alerts_read_only_series_the_server_exports";
     if tool_available(
         test,
-        "promtool",
+        &PROMTOOL,
         "Debian's prometheus package; .ci/run installs it",
     ) {
         let mut lint = tokio::process::Command::new("promtool")
@@ -785,11 +789,11 @@ fn the_kubernetes_objects_fit_together_and_pass_the_api_schemas() {
     let test = "the_kubernetes_objects_fit_together_and_pass_the_api_schemas";
     if tool_available(
         test,
-        "kubernetes-validate",
+        &KUBERNETES_VALIDATE,
         "pip install kubernetes-validate; .ci/run installs it",
     ) {
-        let validated = std::process::Command::new("kubernetes-validate")
-            .args(["--strict", "--quiet"])
+        let validated = std::process::Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
             .args(
                 manifests
                     .files
