@@ -1,13 +1,20 @@
-//! Request bodies, read the same way by both transports: refused from the announced length when it
-//! is over the limit, and capped while streaming (the length may be absent or wrong).
+//! Request bodies, read the same way by both transports: capped at [`MAX_BODY_BYTES`] whether the
+//! length is announced, absent or wrong.
+//!
+//! A body over the limit is still read to its end (discarded, up to [`MAX_DRAINED_BYTES`]) before
+//! the refusal goes out. Answering first and closing with the rest unread makes the kernel reset the
+//! connection, and a proxy that is still sending the body (nginx in deploy/) then sees the reset and
+//! answers 502 instead of passing on our 413; a direct client may lose the reply the same way.
 
-use axum::{
-    body::{Body, Bytes},
-    http::{HeaderMap, header},
-};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
 
 pub use crate::config::MAX_BODY_BYTES;
+
+/// How much of a refused body is read and thrown away so the refusal arrives intact; beyond it the
+/// connection is closed (a client sending more than this gets no answer it can rely on).
+pub const MAX_DRAINED_BYTES: u64 = 8 * MAX_BODY_BYTES as u64;
 
 /// Why a body could not be read; each transport words it in its own protocol.
 #[derive(Debug)]
@@ -19,18 +26,41 @@ pub enum BodyError {
 }
 
 /// The whole body, at most [`MAX_BODY_BYTES`].
-pub async fn read(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
-    if declared_length(headers).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+pub async fn read(headers: &HeaderMap, mut body: Body) -> Result<Bytes, BodyError> {
+    let declared = declared_length(headers);
+    if declared.is_some_and(|length| length > MAX_DRAINED_BYTES) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(error) => {
+    let mut too_large = declared.is_some_and(|length| length > MAX_BODY_BYTES as u64);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
             tracing::debug!(%error, "reading a request body failed");
-            Err(BodyError::Unreadable)
+            BodyError::Unreadable
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        received += data.len() as u64;
+        if received > MAX_DRAINED_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        if received > MAX_BODY_BYTES as u64 {
+            too_large = true;
+            chunks = Vec::new();
+        }
+        if !too_large {
+            chunks.push(data);
         }
     }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(match chunks.len() {
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    })
 }
 
 /// The body size a request announces.

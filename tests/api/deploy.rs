@@ -936,3 +936,208 @@ async fn a_pod_whose_secret_was_not_filled_in_refuses_to_start_and_says_why() {
         "names the missing key: {stderr}"
     );
 }
+
+/// nginx from `PATH`, or where Debian puts it (`/usr/sbin` is not on every user's `PATH`).
+fn nginx_program() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nginx"))
+            .collect::<Vec<_>>()
+    });
+    on_path
+        .chain([PathBuf::from("/usr/sbin/nginx")])
+        .find(|candidate| candidate.is_file())
+}
+
+/// deploy/nginx/nginx.conf as shipped, but on this machine: the upstream servers are `servers`,
+/// nginx listens on `port`, and its pid and temporary files go to `dir`.
+fn local_nginx_conf(servers: &[u16], port: u16, dir: &Path) -> String {
+    let shipped = read("nginx/nginx.conf");
+    let compose = Compose::load();
+    let api_port = port_of(text(&compose.servers()[0].1["environment"]["OCTP_BIND"]));
+    let mut conf = String::new();
+    let mut next_server = servers.iter();
+    for line in shipped.lines() {
+        let trimmed = line.trim_start();
+        let line = if trimmed.starts_with("server server-") {
+            let rest = trimmed.split_once(' ').unwrap().1;
+            let options = rest.split_once(' ').map_or(";", |(_, options)| options);
+            let port = next_server
+                .next()
+                .expect("as many local servers as upstreams");
+            format!("        server 127.0.0.1:{port} {options}")
+        } else if trimmed == format!("listen {api_port};") {
+            format!("        listen 127.0.0.1:{port};")
+        } else if trimmed.starts_with("pid ") {
+            format!("pid {};", dir.join("nginx.pid").display())
+        } else if trimmed == "http {" {
+            let temp = |name: &str| dir.join(name).display().to_string();
+            format!(
+                "http {{\n    client_body_temp_path {};\n    proxy_temp_path {};\n    \
+                 fastcgi_temp_path {};\n    uwsgi_temp_path {};\n    scgi_temp_path {};",
+                temp("body"),
+                temp("proxy"),
+                temp("fastcgi"),
+                temp("uwsgi"),
+                temp("scgi")
+            )
+        } else {
+            line.to_owned()
+        };
+        conf.push_str(&line);
+        conf.push('\n');
+    }
+    assert!(
+        next_server.next().is_none(),
+        "every local server is an upstream"
+    );
+    conf
+}
+
+/// The shipped nginx config, run for real in front of two real servers: requests are spread over
+/// both, subscriptions pass through (WebSocket upgrade), and an oversized body gets the server's
+/// own error, not nginx's page.
+#[tokio::test]
+async fn the_shipped_nginx_config_balances_two_real_servers_and_passes_subscriptions() {
+    let test = "the_shipped_nginx_config_balances_two_real_servers_and_passes_subscriptions";
+    let Some(nginx) = nginx_program() else {
+        skip(
+            test,
+            "nginx is not installed (Debian's nginx package; .ci/run installs it)",
+            true,
+        );
+        return;
+    };
+    let database = TestDatabase::create().await;
+    let ports = [free_port(), free_port()];
+    let mut servers = Vec::new();
+    for port in ports {
+        servers.push(crate::helpers::start_binary(&database, port, &[], None).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, local_nginx_conf(&ports, proxy_port, dir.path())).unwrap();
+    let mut proxy = tokio::process::Command::new(&nginx)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nginx");
+
+    let client = reqwest::Client::new();
+    let through_proxy = format!("http://127.0.0.1:{proxy_port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = client
+            .get(format!("{through_proxy}/healthz"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200);
+        if up {
+            break;
+        }
+        if let Ok(Some(status)) = proxy.try_wait() {
+            let mut stderr = String::new();
+            use tokio::io::AsyncReadExt as _;
+            proxy
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .await
+                .unwrap();
+            panic!("nginx exited ({status}): {stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling for startup, not a race
+    }
+
+    const READS: usize = 20;
+    for _ in 0..READS {
+        let reply: Json = client
+            .post(format!("{through_proxy}/graphql"))
+            .bearer_auth(HTTP_KEY)
+            .json(&json!({"query": "{ remoteConfig(userId: \"balanced\") { config } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(reply["errors"].is_null(), "{reply}");
+    }
+    let mut served = Vec::new();
+    for port in ports {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+        let count: f64 = scrape
+            .samples
+            .iter()
+            .filter(|sample| {
+                sample.metric == "octp_http_requests_total"
+                    && sample.labels.get("operation") == Some("remoteConfig")
+            })
+            .map(|sample| match sample.value {
+                prometheus_parse::Value::Counter(value) => value,
+                ref other => panic!("{other:?}"),
+            })
+            .sum();
+        served.push(count);
+    }
+    assert_eq!(served.iter().sum::<f64>(), READS as f64, "{served:?}");
+    assert!(
+        served.iter().all(|&count| count >= 1.0),
+        "both instances served: {served:?}"
+    );
+
+    // A subscription through the proxy: its first answer arrives over the upgraded socket.
+    let address = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let mut socket = crate::ws_client::WsClient::connect_to(address, HTTP_KEY).await;
+    socket
+        .subscribe(
+            "through-nginx",
+            crate::subscriptions::CHANGED,
+            json!({"u": "balanced"}),
+        )
+        .await;
+    let first = socket
+        .next_data("through-nginx", "remoteConfigChanged")
+        .await;
+    assert!(first["config"].is_object(), "{first}");
+
+    // Over the server's 1 MiB limit and under nginx's: the server's own JSON error.
+    let oversized = format!(
+        "{{\"query\": \"{{ health {{ status }} }}\", \"padding\": \"{}\"}}",
+        "x".repeat(1_500_000)
+    );
+    let response = client
+        .post(format!("{through_proxy}/graphql"))
+        .bearer_auth(HTTP_KEY)
+        .header("content-type", "application/json")
+        .body(oversized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Json = response.json().await.expect("the server's JSON error");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    drop(servers);
+}

@@ -328,6 +328,87 @@ async fn a_body_over_one_mebibyte_gets_413_payload_too_large_and_exactly_one_is_
     let _ = json!({});
 }
 
+/// Sends `head` and then `body` (both raw HTTP/1.1) on `stream`, and reads one response's status
+/// line and headers (the body is whatever Content-Length says).
+async fn exchange(stream: &mut tokio::net::TcpStream, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        if let Some(end) = received.windows(4).position(|window| window == b"\r\n\r\n") {
+            let headers = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = headers
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            if received.len() >= end + 4 + length {
+                let status = headers[9..12].parse().unwrap();
+                return (status, received[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        let read = tokio::time::timeout(deadline, stream.read(&mut buffer))
+            .await
+            .expect("a reply within the deadline")
+            .unwrap();
+        assert!(read > 0, "the server closed the connection: {received:?}");
+        received.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// A refused body is read to its end before the refusal, so the reply is not lost to a reset and
+/// the connection stays usable (a proxy in front sees a 413, not a broken connection); past the
+/// drain bound the refusal comes at once, without waiting for a body.
+#[tokio::test]
+async fn an_oversized_body_is_drained_so_the_refusal_arrives_and_the_connection_lives_on() {
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let auth = format!("Authorization: Bearer {}", crate::helpers::HTTP_KEY);
+    // Chunked, so nothing announces the size: 3 MiB in 64 KiB chunks.
+    let chunk = vec![b' '; 64 * 1024];
+    let mut body = Vec::new();
+    for _ in 0..48 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: test\r\n{auth}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    let (status, reply) = exchange(&mut stream, &head, &body).await;
+    assert_eq!(status, 413);
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(
+        reply["errors"][0]["extensions"]["code"],
+        "PAYLOAD_TOO_LARGE"
+    );
+
+    // The same connection answers the next request.
+    let query = br#"{"query":"{ health { status } }"}"#;
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: test\r\n{auth}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        query.len()
+    );
+    let (status, reply) = exchange(&mut stream, &head, query).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+
+    // Announcing more than the drain bound: refused at once, no body awaited.
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /v2/rpc/FetchRemoteConfig?http_key={} HTTP/1.1\r\nHost: test\r\n\
+         Content-Length: {}\r\n\r\n",
+        crate::helpers::HTTP_KEY,
+        100 * 1024 * 1024
+    );
+    let (status, _) = exchange(&mut stream, &head, b"").await;
+    assert_eq!(status, 400, "Nakama's answer to a body over the limit");
+}
+
 /// No Docker engine runs in CI, so check the compose file's promises by reading it.
 #[test]
 fn docker_compose_starts_the_server_on_a_healthy_postgres_with_keys_from_the_environment() {

@@ -1,7 +1,7 @@
 //! A `graphql-transport-ws` client over a real WebSocket (tokio-tungstenite), for the
 //! subscription tests.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -23,18 +23,18 @@ pub struct WsClient {
 impl WsClient {
     /// Opens the socket (`query` is appended to the path, e.g. `?http_key=…`); nothing sent yet.
     pub async fn open(app: &TestApp, query: &str) -> Self {
-        Self::open_with(app, query, None).await
+        Self::open_with(app.address, query, None).await
     }
 
     /// Opens the socket with a small receive buffer, so that a client that stops reading is
     /// felt by the server sooner. Not much smaller: below two loopback segments (64 KiB each) the
     /// kernel stops announcing free space and the connection stalls for seconds at a time.
     pub async fn open_with_small_receive_buffer(app: &TestApp) -> Self {
-        Self::open_with(app, "", Some(256 * 1024)).await
+        Self::open_with(app.address, "", Some(256 * 1024)).await
     }
 
-    async fn open_with(app: &TestApp, query: &str, receive_buffer: Option<u32>) -> Self {
-        let mut request = format!("ws://{}/graphql/ws{query}", app.address)
+    async fn open_with(address: SocketAddr, query: &str, receive_buffer: Option<u32>) -> Self {
+        let mut request = format!("ws://{address}/graphql/ws{query}")
             .into_client_request()
             .unwrap();
         request.headers_mut().insert(
@@ -45,7 +45,7 @@ impl WsClient {
         if let Some(bytes) = receive_buffer {
             tcp.set_recv_buffer_size(bytes).unwrap();
         }
-        let stream = tcp.connect(app.address).await.expect("connect");
+        let stream = tcp.connect(address).await.expect("connect");
         let (socket, response) =
             tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
                 .await
@@ -59,7 +59,12 @@ impl WsClient {
 
     /// Opens, sends `connection_init` with the key as a bearer token and waits for the ack.
     pub async fn connect(app: &TestApp, key: &str) -> Self {
-        let mut client = Self::open(app, "").await;
+        Self::connect_to(app.address, key).await
+    }
+
+    /// [`Self::connect`] to any address (a proxy in front of servers, say).
+    pub async fn connect_to(address: SocketAddr, key: &str) -> Self {
+        let mut client = Self::open_with(address, "", None).await;
         client
             .init(json!({"Authorization": format!("Bearer {key}")}))
             .await;
