@@ -14,6 +14,7 @@ use tower_http::{classify::ServerErrorsFailureClass, trace::TraceLayer};
 
 use crate::{
     auth::Keys,
+    console,
     domain::{Services, health::HealthService},
     graphql, playground, rpc, telemetry,
 };
@@ -37,7 +38,7 @@ pub fn router(
         .route("/readyz", get(readyz))
         .with_state(services.health.clone());
     // Each adapter times its requests out itself, so a 408 carries its protocol's error body;
-    // the probes and the playground answer from memory (the readiness probe has its own limit).
+    // the probes, the playground and the console answer from memory (the readiness probe has its own limit).
     Router::new()
         .merge(graphql::router(
             services.clone(),
@@ -47,6 +48,7 @@ pub fn router(
             sockets,
         ))
         .merge(playground::router(introspection))
+        .merge(console::router())
         .merge(probes)
         .merge(rpc::router(services, keys, request_timeout))
         .merge(metrics)

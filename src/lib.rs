@@ -10,9 +10,11 @@
 //! everything from a `config::Config`, so tests and `main` start the very same server.
 
 pub mod app;
+pub mod assets;
 pub mod auth;
 mod body;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -1,19 +1,21 @@
 //! The GraphiQL playground, served from the binary: the page and its bundles (built from pinned npm
-//! packages into `playground/dist/`, see playground/README section in the top README). Asset URLs
-//! carry a hash of the bundles, so browsers may cache them for good and still never mix versions.
+//! packages into `playground/dist/`, see the Playground section of the README).
 
 use std::sync::LazyLock;
 
 use axum::{
     Router,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use tower_http::compression::CompressionLayer;
 
-use crate::graphql;
+use crate::{
+    assets::{self, Asset, CSS, JAVASCRIPT, versioned_page},
+    graphql,
+};
 
 /// `/playground`, its bundles and the published schema. `introspection` false hides the schema.
 pub fn router(introspection: bool) -> Router {
@@ -29,49 +31,36 @@ pub fn router(introspection: bool) -> Router {
 #[derive(Clone, Copy)]
 struct Introspection(bool);
 
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    bytes: &'static [u8],
-}
-
 const ASSETS: [Asset; 5] = [
     Asset {
         name: "graphiql.min.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         bytes: include_bytes!("../playground/dist/graphiql.min.js"),
     },
     Asset {
         name: "graphiql.min.css",
-        content_type: "text/css; charset=utf-8",
+        content_type: CSS,
         bytes: include_bytes!("../playground/dist/graphiql.min.css"),
     },
     Asset {
         name: "react.production.min.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         bytes: include_bytes!("../playground/dist/react.production.min.js"),
     },
     Asset {
         name: "react-dom.production.min.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         bytes: include_bytes!("../playground/dist/react-dom.production.min.js"),
     },
     Asset {
         name: "playground.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         bytes: include_bytes!("../playground/dist/playground.js"),
     },
 ];
 
-/// The page with asset URLs pinned to the current bundles.
-static PAGE: LazyLock<String> = LazyLock::new(|| {
-    let mut hasher = blake3::Hasher::new();
-    for asset in &ASSETS {
-        hasher.update(asset.bytes);
-    }
-    let version = hasher.finalize().to_hex();
-    include_str!("../playground/dist/index.html").replace("__ASSET_VERSION__", &version[..16])
-});
+static PAGE: LazyLock<String> =
+    LazyLock::new(|| versioned_page(include_str!("../playground/dist/index.html"), &ASSETS));
 
 /// The standard introspection query of graphql-js (what GraphiQL itself would send).
 const INTROSPECTION_QUERY: &str = include_str!("../playground/dist/introspection.graphql");
@@ -112,29 +101,9 @@ async fn schema(State(Introspection(allowed)): State<Introspection>) -> Response
 }
 
 async fn page() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        PAGE.as_str(),
-    )
-        .into_response()
+    assets::page(PAGE.as_str())
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
-    let Some(asset) = ASSETS.iter().find(|asset| asset.name == name) else {
-        return (StatusCode::NOT_FOUND, "no such playground asset").into_response();
-    };
-    let mut response = asset.bytes.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(asset.content_type),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    response
+    assets::asset(&ASSETS, &name)
 }

@@ -68,6 +68,12 @@ impl Experiment {
     }
 }
 
+/// Database collations may differ from byte order; the contract wants byte order.
+fn in_byte_order(mut experiments: Vec<Arc<Experiment>>) -> Vec<Arc<Experiment>> {
+    experiments.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+    experiments
+}
+
 impl From<experiment_metadata::Model> for Experiment {
     fn from(model: experiment_metadata::Model) -> Self {
         Experiment {
@@ -248,16 +254,20 @@ impl ExperimentService {
     /// Experiments active now, in byte order of their ids.
     pub async fn active(&self) -> Result<Vec<Arc<Experiment>>> {
         let now = Utc::now();
-        let mut live: Vec<Arc<Experiment>> = self
-            .all()
-            .await?
-            .iter()
-            .filter(|experiment| experiment.is_live(now))
-            .cloned()
-            .collect();
-        // Database collations may differ from byte order; the contract wants byte order.
-        live.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
-        Ok(live)
+        Ok(in_byte_order(
+            self.all()
+                .await?
+                .iter()
+                .filter(|experiment| experiment.is_live(now))
+                .cloned()
+                .collect(),
+        ))
+    }
+
+    /// Every experiment, whatever its state, in byte order of their ids (admin key).
+    pub async fn list(&self, caller: Role) -> Result<Vec<Arc<Experiment>>> {
+        caller.require_admin()?;
+        Ok(in_byte_order(self.all().await?.to_vec()))
     }
 
     /// An active experiment, or `NOT_FOUND`.

@@ -504,53 +504,23 @@ fn metric_names_are_read_out_of_promql() {
 /// `_count` names), after one request of each kind so every labelled series exists; and the scrape.
 async fn exported_series() -> (BTreeSet<String>, String) {
     let database = TestDatabase::create().await;
-    let port = free_port();
-    let _server = crate::helpers::start_binary(&database, port, &[], None).await;
-    let client = reqwest::Client::new();
-    let graphql = |key: &'static str, query: &'static str, variables: Json| {
-        let client = client.clone();
-        async move {
-            let reply: Json = client
-                .post(format!("http://127.0.0.1:{port}/graphql"))
-                .bearer_auth(key)
-                .json(&json!({"query": query, "variables": variables}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert!(reply["errors"].is_null(), "{reply}");
-        }
-    };
-    graphql(
-        HTTP_KEY,
-        "mutation { collectEvents(events: [{userId: \"u\", eventName: \"start\"}]) { accepted } }",
-        json!({}),
-    )
-    .await;
-    graphql(
-        ADMIN_KEY,
-        "mutation { upsertExperiment(input: {id: \"e\", name: \"E\", cohorts: {a: 1}}) { id } }",
-        json!({}),
-    )
-    .await;
-    graphql(
-        HTTP_KEY,
-        "query { remoteConfig(userId: \"u\") { config } }",
-        json!({}),
-    )
-    .await;
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
-        .expect("Prometheus text format");
+    let server = crate::metrics::Server::start(&database, &[]).await;
+    for (key, query) in [
+        (
+            HTTP_KEY,
+            "mutation { collectEvents(events: [{userId: \"u\", eventName: \"start\"}]) { accepted } }",
+        ),
+        (
+            ADMIN_KEY,
+            "mutation { upsertExperiment(input: {id: \"e\", name: \"E\", cohorts: {a: 1}}) { id } }",
+        ),
+        (HTTP_KEY, "query { remoteConfig(userId: \"u\") { config } }"),
+    ] {
+        let reply = server.graphql(key, query, json!({})).await;
+        assert!(reply["errors"].is_null(), "{reply}");
+    }
+    let (scrape, text) =
+        crate::metrics::scrape_with_text(&reqwest::Client::new(), &server.url("/metrics")).await;
     let mut series = BTreeSet::new();
     for sample in &scrape.samples {
         series.insert(sample.metric.clone());
@@ -1078,16 +1048,9 @@ async fn the_shipped_nginx_config_balances_two_real_servers_and_passes_subscript
     }
     let mut served = Vec::new();
     for port in ports {
-        let text = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let scrape =
-            prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
+        let (scrape, _) =
+            crate::metrics::scrape_with_text(&client, &format!("http://127.0.0.1:{port}/metrics"))
+                .await;
         let count: f64 = scrape
             .samples
             .iter()

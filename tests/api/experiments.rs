@@ -467,3 +467,28 @@ async fn first_assignments_of_many_players_from_many_clients_store_one_row_each(
         );
     }
 }
+
+/// The console's list: every experiment whatever its state, in byte order of ids, admin key only.
+#[tokio::test]
+async fn every_experiment_is_listed_in_byte_order_for_the_admin_key_only() {
+    let app = TestApp::spawn().await;
+    for (id, active) in [("b_off", false), ("a_on", true), ("B_upper", true)] {
+        app.upsert_experiment(json!({"id": id, "name": id, "cohorts": {"x": 1}, "active": active}))
+            .await;
+    }
+    // Inside its flag but outside its window: listed too.
+    app.upsert_experiment(json!({"id": "later", "name": "later", "cohorts": {"x": 1},
+        "startAt": "2999-01-01T00:00:00Z"}))
+        .await;
+    let listed = app.admin("{ experiments { id active } }", json!({})).await;
+    assert_eq!(
+        listed["experiments"],
+        json!([{"id": "B_upper", "active": true}, {"id": "a_on", "active": true},
+               {"id": "b_off", "active": false}, {"id": "later", "active": true}])
+    );
+    assert_eq!(
+        app.gql_err_code(Some(HTTP_KEY), "{ experiments { id } }", json!({}))
+            .await,
+        "FORBIDDEN"
+    );
+}

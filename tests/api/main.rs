@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod browser;
 mod config;
+mod console;
 mod db_faults;
 mod deploy;
 mod durability;

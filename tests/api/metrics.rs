@@ -9,14 +9,15 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_KEY, HTTP_KEY, TestDatabase, free_port, start_binary};
 
-struct Server {
+/// The real binary in a process of its own, so its metrics count its requests alone.
+pub(crate) struct Server {
     _process: tokio::process::Child,
     port: u16,
     client: reqwest::Client,
 }
 
 impl Server {
-    async fn start(database: &TestDatabase, extra_args: &[&str]) -> Self {
+    pub(crate) async fn start(database: &TestDatabase, extra_args: &[&str]) -> Self {
         let port = free_port();
         Server {
             _process: start_binary(database, port, extra_args, None).await,
@@ -25,11 +26,11 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    async fn graphql(&self, key: &str, query: &str, variables: Value) -> Value {
+    pub(crate) async fn graphql(&self, key: &str, query: &str, variables: Value) -> Value {
         self.client
             .post(self.url("/graphql"))
             .bearer_auth(key)
@@ -52,12 +53,17 @@ impl Server {
             .status()
     }
 
-    async fn scrape(&self) -> Scrape {
+    pub(crate) async fn scrape(&self) -> Scrape {
         scrape(&self.client, &self.url("/metrics")).await
     }
 }
 
 async fn scrape(client: &reqwest::Client, url: &str) -> Scrape {
+    scrape_with_text(client, url).await.0
+}
+
+/// `/metrics` at `url`, parsed, and its text as served.
+pub(crate) async fn scrape_with_text(client: &reqwest::Client, url: &str) -> (Scrape, String) {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
@@ -67,7 +73,9 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Scrape {
             .starts_with("text/plain"),
     );
     let text = response.text().await.unwrap();
-    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text format")
+    let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .expect("Prometheus text format");
+    (scrape, text)
 }
 
 /// The value of the counter or gauge `metric` with exactly these labels (0 when absent).

@@ -77,7 +77,7 @@ fn at(time: DateTime<Utc>) -> String {
 
 /// User ids the experiment's salt places in `cohort`, in a fixed order, found with the
 /// assignment rule itself (docs/api.md §5) so each player lands where the reference puts them.
-fn users_in(
+pub(crate) fn users_in(
     salt: &str,
     cohorts: &Value,
     cohort: &str,
@@ -91,7 +91,12 @@ fn users_in(
 }
 
 /// Assigns `user` through the API; returns the stored assignment time.
-async fn assign_user(app: &TestApp, user: &str, experiment: &str, cohort: &str) -> DateTime<Utc> {
+pub(crate) async fn assign_user(
+    app: &TestApp,
+    user: &str,
+    experiment: &str,
+    cohort: &str,
+) -> DateTime<Utc> {
     let data = app.gql(ASSIGN, json!({"u": user, "e": experiment})).await;
     assert_eq!(data["experimentAssignment"]["cohort"], cohort, "{user}");
     data["experimentAssignment"]["assignedAt"]

@@ -4,31 +4,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chromium } from "playwright-core";
+import { openOffline } from "./offline.mjs";
 
 const port = process.env.OCTP_PORT;
 assert.ok(port, "set OCTP_PORT to the server's port");
 const origin = `http://127.0.0.1:${port}`;
 
 test("a designer runs { health { status } } in the playground with the network cut off", async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const { browser, page, blocked, pageErrors } = await openOffline();
   try {
-    const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-    const blocked = [];
-    await context.route("**/*", (route) => {
-      const url = new URL(route.request().url());
-      if (url.hostname === "127.0.0.1" || url.hostname === "localhost") return route.continue();
-      blocked.push(url.href);
-      return route.abort();
-    });
-    const page = await context.newPage();
-    const pageErrors = [];
-    page.on("pageerror", (error) => pageErrors.push(String(error)));
-
     await page.goto(`${origin}/playground`);
     await page.waitForSelector(".graphiql-container", { timeout: 20000 });
 
