@@ -415,11 +415,12 @@ pub async fn run_node_test(dir: &str, file: &str, env: &[(&str, String)]) -> (bo
     // lockfile npm writes last tells a finished install from one under way or interrupted.
     static INSTALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let installing = INSTALLS.lock().await;
-    if !dir
-        .join("node_modules")
-        .join(".package-lock.json")
-        .is_file()
-    {
+    // An install older than the lockfile predates a package added since: install again.
+    let modified = |path: std::path::PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified());
+    let installed = modified(dir.join("node_modules").join(".package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    let current = matches!((installed, locked), (Ok(installed), Ok(locked)) if installed >= locked);
+    if !current {
         // `--ignore-scripts`: a dependency's install script phones home, which must not run in tests.
         let install = Command::new("npm")
             .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])

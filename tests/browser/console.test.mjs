@@ -5,6 +5,8 @@
 // OCTP_PORT: a running server whose experiment `skewed` was seeded unevenly (tests/api/console.rs).
 // SCREENSHOTS: a directory for one picture per page.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { test } from "node:test";
 
@@ -27,6 +29,27 @@ async function api(key, query, variables = {}) {
   const body = await response.json();
   assert.equal(body.errors, undefined, JSON.stringify(body.errors));
   return body.data;
+}
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** axe-core's WCAG 2.1 A and AA rules (labels, names, contrast, roles, …) on the page as it is. */
+async function assertAccessible(page, name) {
+  // Evaluated through the DevTools protocol, which the page's Content-Security-Policy does not govern.
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+    });
+    return {
+      passed: result.passes.length,
+      failed: result.violations.map(
+        (violation) => `${violation.id}: ${violation.help} at ${violation.nodes.slice(0, 3).map((node) => node.target.join(" ")).join(", ")}`,
+      ),
+    };
+  });
+  assert.deepEqual(violations.failed, [], `accessibility of ${name}`);
+  assert.ok(violations.passed >= 5, `axe checked ${name} (${violations.passed} rules passed)`);
 }
 
 async function shoot(page, name) {
@@ -55,14 +78,18 @@ test("a designer runs an experiment end to end in the console, offline", async (
     // Sign in: a wrong key and the http key are refused, each saying why.
     await page.goto(`${origin}/console`);
     const keyInput = page.getByLabel("Admin key");
+    await assertAccessible(page, "the sign-in page");
     await keyInput.fill("not-a-key");
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByText("The server does not know this key.").waitFor();
     await keyInput.fill(httpKey);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByText("the console needs the admin key").waitFor();
-    await keyInput.fill(adminKey);
-    await page.getByRole("button", { name: "Sign in" }).click();
+    // The keyboard alone signs in.
+    await keyInput.fill("");
+    await keyInput.focus();
+    await page.keyboard.type(adminKey);
+    await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Experiments" }).waitFor();
     // Chromium logs the refused sign-in's 401 as a failed resource; nothing else may fail.
     assert.ok(consoleErrors.every((text) => text.includes("status of 401")), consoleErrors.join("\n"));
@@ -86,6 +113,7 @@ test("a designer runs an experiment end to end in the console, offline", async (
     await page.getByRole("button", { name: "Add a metric" }).click();
     await page.getByLabel("Key").fill("buyers");
     await page.getByLabel("Event name").fill("purchase");
+    await assertAccessible(page, "the new experiment form");
     await page.getByRole("button", { name: "Create experiment" }).click();
     await page.getByRole("heading", { name: /Checkout flow/ }).waitFor();
     const stored = await api(adminKey, `{ experiment(id: "checkout_flow") { cohorts { name weight } metrics { key } } }`);
@@ -104,6 +132,7 @@ test("a designer runs an experiment end to end in the console, offline", async (
     const control = await api(httpKey, `{ remoteConfig(userId: "anyone", experimentId: "checkout_flow") { cohort config } }`);
     assert.equal(control.remoteConfig.config.price, control.remoteConfig.cohort === "control" ? 100 : 80);
     await shoot(page, "experiment");
+    await assertAccessible(page, "the experiment page");
 
     // Invalid JSON is marked while typing, and cannot be saved.
     const controlSection = page.getByTestId("config-control");
@@ -148,6 +177,7 @@ test("a designer runs an experiment end to end in the console, offline", async (
     const shownPlayers = await page.getByTestId("live-event").locator("td:nth-child(2)").allTextContents();
     assert.deepEqual(new Set(shownPlayers), new Set(purchases.map((event) => event.userId)));
     await shoot(page, "live");
+    await assertAccessible(page, "the live events");
 
     // The results page shows what the API computes.
     await page.goto(`${origin}/console#/experiment/checkout_flow/results`);
@@ -165,6 +195,7 @@ test("a designer runs an experiment end to end in the console, offline", async (
     }
     assert.equal(await page.getByText("Sample ratio mismatch").count(), 0, "an even split raises no alarm");
     await shoot(page, "results");
+    await assertAccessible(page, "the results");
 
     // The skewed experiment: the banner comes first.
     await page.goto(`${origin}/console#/experiment/skewed/results`);
@@ -173,15 +204,18 @@ test("a designer runs an experiment end to end in the console, offline", async (
     const first = await page.locator("main section > :is(div, h1, h2, table)").first().textContent();
     assert.match(first, /Sample ratio mismatch/, "the warning stands above everything else");
     await shoot(page, "srm");
+    await assertAccessible(page, "the results with the sample-ratio banner");
 
     // The list shows both experiments with their state; the audit log has every change.
     await page.getByRole("link", { name: "Experiments", exact: true }).click();
     await page.getByRole("link", { name: "Checkout flow" }).waitFor();
     await page.getByRole("link", { name: "Skewed" }).waitFor();
     await shoot(page, "experiments");
+    await assertAccessible(page, "the experiments list");
     await page.getByRole("link", { name: "Audit log", exact: true }).click();
     await page.getByText("rollbackRemoteConfig").first().waitFor();
     await shoot(page, "audit");
+    await assertAccessible(page, "the audit log");
 
     // Signing out forgets the key.
     await page.getByRole("button", { name: "Sign out" }).click();
