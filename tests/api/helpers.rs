@@ -416,7 +416,8 @@ pub async fn run_node_test(dir: &str, file: &str, env: &[(&str, String)]) -> (bo
     static INSTALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let installing = INSTALLS.lock().await;
     // An install older than the lockfile predates a package added since: install again.
-    let modified = |path: std::path::PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified());
+    let modified =
+        |path: std::path::PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified());
     let installed = modified(dir.join("node_modules").join(".package-lock.json"));
     let locked = modified(dir.join("package-lock.json"));
     let current = matches!((installed, locked), (Ok(installed), Ok(locked)) if installed >= locked);
