@@ -60,7 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let app = App::build(config).await?;
-    tracing::info!(address = %app.local_addr(), "listening; GraphQL at /graphql, playground at /playground");
+    tracing::info!(address = %app.local_addr(), "listening; GraphQL at /graphql, playground at /playground, console at /console");
     app.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
