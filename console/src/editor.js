@@ -43,6 +43,8 @@ export function JsonEditor({ value, revision, onChange, label, testId }) {
   const view = useRef(null);
   const changed = useRef(onChange);
   changed.current = onChange;
+  // Set while the page replaces the text: that is no edit of the designer's to report.
+  const replacing = useRef(false);
   useEffect(() => {
     view.current = new EditorView({
       parent: host.current,
@@ -53,7 +55,7 @@ export function JsonEditor({ value, revision, onChange, label, testId }) {
           linter(jsonParseLinter(), { delay: 150 }),
           lintGutter(),
           EditorView.updateListener.of((update) => {
-            if (update.docChanged) changed.current(update.state.doc.toString());
+            if (update.docChanged && !replacing.current) changed.current(update.state.doc.toString());
           }),
         ],
       }),
@@ -63,7 +65,12 @@ export function JsonEditor({ value, revision, onChange, label, testId }) {
   useEffect(() => {
     const current = view.current;
     if (current && current.state.doc.toString() !== value) {
-      current.dispatch({ changes: { from: 0, to: current.state.doc.length, insert: value } });
+      replacing.current = true;
+      try {
+        current.dispatch({ changes: { from: 0, to: current.state.doc.length, insert: value } });
+      } finally {
+        replacing.current = false;
+      }
     }
   }, [revision]);
   return html`<div class="json-editor" data-testid=${testId} ref=${host}></div>`;
