@@ -36,16 +36,18 @@ export async function graphql(key, query, variables = {}) {
 }
 
 /**
- * Subscribes to `query`; `onData` gets each result's data, `onError` a readable message. Returns a
- * function that stops the subscription and closes the socket.
+ * Subscribes to `query`; `onData` gets each result's data, `onError` a readable message, and
+ * `onConnected` is called when the server has accepted the socket (again after a reconnection).
+ * Returns a function that stops the subscription and closes the socket.
  */
-export function subscribe(key, query, variables, onData, onError) {
+export function subscribe(key, query, variables, { onData, onError, onConnected }) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const client = createClient({
     url: `${scheme}://${location.host}/graphql/ws`,
     connectionParams: { Authorization: `Bearer ${key}` },
     retryAttempts: 5,
     shouldRetry: () => true,
+    on: { connected: () => onConnected() },
   });
   const stop = client.subscribe(
     { query, variables },

@@ -820,19 +820,16 @@ function LiveEvents({ session }) {
   pausedRef.current = paused;
   useEffect(() => {
     setEvents([]);
-    setStatus("Listening for new events…");
+    setStatus("Connecting…");
     const variables = Object.fromEntries(Object.entries(applied).map(([name, value]) => [name, value.trim() || null]));
-    return subscribe(
-      session.key,
-      LIVE_QUERY,
-      variables,
-      (data) => {
+    return subscribe(session.key, LIVE_QUERY, variables, {
+      onData: (data) => {
         if (pausedRef.current) return;
-        setStatus("Listening for new events…");
         setEvents((list) => [data.liveEvents, ...list].slice(0, LIVE_KEEP));
       },
-      (message) => setStatus(message),
-    );
+      onError: (message) => setStatus(message),
+      onConnected: () => setStatus("Listening for new events…"),
+    });
   }, [applied]);
   const input = (name, label) => html`<${Field} id=${`live-${name}`} label=${label}>
     <input id=${`live-${name}`} value=${filters[name]}
