@@ -210,8 +210,10 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Routers> {
     );
     if backend == db::Backend::Postgres {
         let listening = services.clone();
-        db::notify::listen_for_changes(&config.database.url, move || listening.forget_cached())
-            .await;
+        db::notify::listen_for_changes(&config.database.url, services.origin(), move || {
+            listening.forget_cached()
+        })
+        .await;
     }
     let sockets = Sockets::new(config.server.max_client_connections);
     let api = http::router(

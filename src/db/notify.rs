@@ -1,11 +1,13 @@
 //! Cache coherence between instances on one PostgreSQL database: every write to experiments or
-//! configs sends a `NOTIFY` inside its transaction (delivered on commit, dropped on rollback), and
-//! every instance `LISTEN`s and drops what it cached. SQLite serves one instance; there the local
+//! configs sends a `NOTIFY` inside its transaction (delivered on commit, dropped on rollback) naming
+//! the writing instance, and every other instance `LISTEN`s and drops what it cached. SQLite serves one instance; there the local
 //! invalidation of each write is all there is.
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, RuntimeErr, sqlx::postgres::PgListener};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DbErr, RuntimeErr, Statement, sqlx::postgres::PgListener,
+};
 use tokio::sync::oneshot;
 
 /// The notification channel of experiment and config writes.
@@ -15,11 +17,16 @@ const CHANNEL: &str = "octp_changes";
 const BLIND_CACHE_LIMIT: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 
-/// Inside a write's transaction: tells every listening instance that experiments or configs
-/// changed.
-pub async fn announce_change(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+/// Inside a write's transaction: tells every other listening instance that experiments or configs
+/// changed. `origin` names the writing instance, whose own listener skips the notification.
+pub async fn announce_change(db: &impl ConnectionTrait, origin: &str) -> Result<(), DbErr> {
     if db.get_database_backend() == DatabaseBackend::Postgres {
-        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+        db.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), origin.into()],
+        ))
+        .await?;
     }
     Ok(())
 }
@@ -31,7 +38,11 @@ pub async fn announce_change(db: &impl ConnectionTrait) -> Result<(), DbErr> {
 /// nothing can be written to it either, so caches stay and keep serving through the outage.
 /// Returns once the first `LISTEN` is in place or has failed, so that an instance that starts
 /// serving has not missed a write since.
-pub async fn listen_for_changes(url: &str, on_change: impl Fn() + Send + Sync + 'static) {
+pub async fn listen_for_changes(
+    url: &str,
+    origin: String,
+    on_change: impl Fn() + Send + Sync + 'static,
+) {
     let url = with_application_name(url);
     let (ready, listening) = oneshot::channel();
     tokio::spawn(async move {
@@ -52,6 +63,9 @@ pub async fn listen_for_changes(url: &str, on_change: impl Fn() + Send + Sync + 
                     // forget what was missed; a fresh listener does.
                     loop {
                         match listener.try_recv().await {
+                            // This instance's own writes forgot their caches when they
+                            // committed; forgetting again would throw away what was read since.
+                            Ok(Some(notification)) if notification.payload() == origin => {}
                             Ok(Some(_)) => on_change(),
                             Ok(None) => {
                                 tracing::warn!(

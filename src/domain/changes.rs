@@ -14,6 +14,9 @@ use tokio::sync::watch;
 pub struct Changes(Arc<Inner>);
 
 struct Inner {
+    /// This instance among those sharing a database: its change notifications carry it, and its
+    /// listener skips them (the write already forgot what it changed, after its commit).
+    origin: String,
     generation: AtomicU64,
     /// Wakes waiters; the atomic stays the source of truth so that reads on the hot path take no
     /// lock.
@@ -23,6 +26,7 @@ struct Inner {
 impl Default for Changes {
     fn default() -> Self {
         Changes(Arc::new(Inner {
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             generation: AtomicU64::new(0),
             moved: watch::Sender::new(0),
         }))
@@ -34,6 +38,11 @@ impl Changes {
     /// `db::notify`) on another one.
     pub fn generation(&self) -> u64 {
         self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// Who this instance is in the change notifications between instances.
+    pub fn origin(&self) -> &str {
+        &self.0.origin
     }
 
     /// Marks everything computed so far as stale. Callers forget their caches first, so a waiter

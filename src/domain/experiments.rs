@@ -405,7 +405,7 @@ impl ExperimentService {
             .exec_without_returning(&transaction)
             .await?;
         let after = record_change(&transaction, caller, action, &input.id, before, now).await?;
-        notify::announce_change(&transaction).await?;
+        notify::announce_change(&transaction, self.inner.changes.origin()).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();
@@ -435,7 +435,7 @@ impl ExperimentService {
             .exec(&transaction)
             .await?;
         let after = record_change(&transaction, caller, action, &id, Some(before), now).await?;
-        notify::announce_change(&transaction).await?;
+        notify::announce_change(&transaction, self.inner.changes.origin()).await?;
         transaction.commit().await?;
         drop(turn);
         self.invalidate();

@@ -53,9 +53,15 @@ pub struct Services {
     pub config: ConfigService,
     pub audit: AuditService,
     pub results: ResultsService,
+    changes: Changes,
 }
 
 impl Services {
+    /// This instance's name in change notifications (see [`Changes::origin`]).
+    pub fn origin(&self) -> String {
+        self.changes.origin().to_owned()
+    }
+
     /// Forgets everything cached from experiments and configs: another instance wrote to them.
     pub fn forget_cached(&self) {
         self.experiments.invalidate();
@@ -83,7 +89,7 @@ impl Services {
         let config = ConfigService::new(
             db.clone(),
             writes.clone(),
-            changes,
+            changes.clone(),
             experiments.clone(),
             ttl,
             caches,
@@ -96,6 +102,7 @@ impl Services {
             health: HealthService::new(db, config.clone()),
             experiments,
             config,
+            changes,
         }
     }
 }

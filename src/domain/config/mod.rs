@@ -563,7 +563,7 @@ impl ConfigService {
                 publication,
             )
             .await?;
-            notify::announce_change(&transaction).await?;
+            notify::announce_change(&transaction, self.inner.changes.origin()).await?;
             transaction.commit().await?;
             variant
         };
