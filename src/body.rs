@@ -57,8 +57,8 @@ pub async fn read(headers: &HeaderMap, mut body: Body) -> Result<Bytes, BodyErro
     if too_large {
         return Err(BodyError::TooLarge);
     }
-    Ok(match chunks.len() {
-        1 => chunks.pop().expect("one chunk"),
+    Ok(match chunks.as_slice() {
+        [only] => only.clone(),
         _ => chunks.concat().into(),
     })
 }

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use axum::{
     Router,
     extract::Path,
-    http::{HeaderName, HeaderValue, header},
+    http::{HeaderValue, header},
     response::{Redirect, Response},
     routing::get,
 };
@@ -61,7 +61,7 @@ async fn page() -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(
-        HeaderName::from_static("x-content-type-options"),
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     response

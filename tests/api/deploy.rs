@@ -216,8 +216,7 @@ fn the_compose_stack_runs_two_instances_behind_nginx_with_prometheus_grafana_and
     assert!(nginx.contains("proxy_http_version 1.1;"));
     let published = text(&balancer["ports"][0]);
     assert!(
-        published.ends_with(&format!(":{api_port}\""))
-            || published.ends_with(&format!(":{api_port}")),
+        published.ends_with(&format!(":{api_port}")),
         "{balancer_name} publishes the API port: {published}"
     );
     assert!(nginx.contains(&format!("listen {api_port};")));
@@ -784,11 +783,11 @@ fn the_kubernetes_objects_fit_together_and_pass_the_api_schemas() {
 /// The environment a pod gets: the ConfigMap's settings and the Secret's values, with addresses
 /// moved to free local ports (the ports themselves are checked against the manifests above).
 fn pod_environment(
+    manifests: &Manifests,
     api_port: u16,
     metrics_port: u16,
     secrets: [(&str, &str); 3],
 ) -> Vec<(String, String)> {
-    let manifests = Manifests::load();
     let mut environment: Vec<(String, String)> = manifests.get("ConfigMap")["data"]
         .as_mapping()
         .unwrap()
@@ -830,6 +829,7 @@ async fn a_pod_with_the_manifests_settings_answers_its_probes_and_metrics_ports(
     let database = TestDatabase::create().await;
     let (api_port, metrics_port) = (free_port(), free_port());
     let environment = pod_environment(
+        &manifests,
         api_port,
         metrics_port,
         [
@@ -887,6 +887,7 @@ async fn a_pod_whose_secret_was_not_filled_in_refuses_to_start_and_says_why() {
     let shipped = |key: &str| text(&secret[key]).to_owned();
     let (http_key, admin_key) = (shipped("OCTP_HTTP_KEY"), shipped("OCTP_ADMIN_KEY"));
     let environment = pod_environment(
+        &manifests,
         free_port(),
         free_port(),
         [
