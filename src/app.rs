@@ -14,8 +14,11 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use crate::{
     auth::Keys,
     config::{Config, DatabaseConfig},
-    db,
-    domain::{CacheBudget, Services},
+    db::{
+        self,
+        clickhouse::{ClickHouseEvents, EventsUrl},
+    },
+    domain::{CacheBudget, Services, events::EventStore},
     graphql::Sockets,
     http,
 };
@@ -201,12 +204,28 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Routers> {
     let history = db::connect_history(&config.database, &connection, request_timeout)
         .await
         .context("cannot open the event-history connections")?;
+    let events = match &config.database.events_url {
+        None => EventStore::Main,
+        Some(url) => {
+            let url = EventsUrl::parse(url)
+                .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
+            let store = ClickHouseEvents::connect(&url).await.with_context(|| {
+                format!(
+                    "cannot reach the ClickHouse events store at {} (database {})",
+                    url.http_url, url.database
+                )
+            })?;
+            tracing::info!(version = store.version(), database = %url.database, "events are stored in ClickHouse");
+            EventStore::ClickHouse(Arc::new(store))
+        }
+    };
     let services = Services::new(
         connection,
         history,
         ttl,
         CacheBudget::of_total(config.cache.memory_bytes()),
         config.history.config_versions_kept,
+        events,
     );
     if backend == db::Backend::Postgres {
         let listening = services.clone();

@@ -112,6 +112,16 @@ pub struct DatabaseConfig {
         global = true
     )]
     pub analysis_parallel_workers: Option<u32>,
+    /// Where analytics events are stored: `clickhouse://[user[:password]@]host:port/database`
+    /// (ClickHouse's HTTP interface; the database and table are created when missing). Unset:
+    /// events stay in the main database.
+    #[arg(
+        long = "events-url",
+        env = "OCTP_EVENTS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub events_url: Option<String>,
 }
 
 /// The URL's password never reaches logs, even through `{:?}`.
@@ -122,6 +132,10 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_secs", &self.acquire_timeout_secs)
             .field("analysis_parallel_workers", &self.analysis_parallel_workers)
+            .field(
+                "events_url",
+                &self.events_url.as_deref().map(redact_password),
+            )
             .finish()
     }
 }
@@ -292,6 +306,7 @@ impl Config {
                 max_connections: None,
                 acquire_timeout_secs: 3,
                 analysis_parallel_workers: None,
+                events_url: None,
             },
             server: ServerConfig {
                 disable_introspection: false,

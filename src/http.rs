@@ -105,13 +105,21 @@ async fn healthz(State(health): State<HealthService>) -> Response {
 }
 
 async fn readyz(State(health): State<HealthService>) -> Response {
-    if health.database_reachable().await {
-        Json(json!({"status": "ready", "database": "ok"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": "unreachable"})),
-        )
-            .into_response()
+    let database_ok = health.database_reachable().await;
+    let events = health.events_store().await;
+    let ready = database_ok && events.as_ref().is_none_or(|events| events.ok);
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": if database_ok { "ok" } else { "unreachable" },
+    });
+    if let Some(events) = events {
+        body["events"] = json!(if events.ok { "ok" } else { "unreachable" });
+        body["eventsStore"] = json!(events.kind);
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }

@@ -2,6 +2,7 @@
 //! migrations, and the SeaORM entities.
 
 pub mod assignments;
+pub mod clickhouse;
 pub mod entities;
 pub mod ingest;
 pub mod notify;

@@ -12,7 +12,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::{
     db::{self, Backend},
-    domain::config::{CacheStats, ConfigService},
+    domain::{
+        config::{CacheStats, ConfigService},
+        events::EventStore,
+    },
 };
 
 /// A database probe that takes longer than this counts as a failure.
@@ -42,10 +45,19 @@ struct Inner {
     /// Outcome of the latest probe, so `status` can be answered without touching the database.
     database_ok: AtomicBool,
     config: ConfigService,
+    events: EventStore,
+}
+
+/// The events store when it is not the main database (API.md §14).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsStoreHealth {
+    /// E.g. "clickhouse 18.16.1".
+    pub kind: String,
+    pub ok: bool,
 }
 
 impl HealthService {
-    pub fn new(db: DatabaseConnection, config: ConfigService) -> Self {
+    pub fn new(db: DatabaseConnection, config: ConfigService, events: EventStore) -> Self {
         HealthService {
             inner: Arc::new(Inner {
                 backend: Backend::of(&db),
@@ -53,8 +65,19 @@ impl HealthService {
                 started: Instant::now(),
                 database_ok: AtomicBool::new(true),
                 config,
+                events,
             }),
         }
+    }
+
+    /// `None` when events live in the main database; else the store and whether it answers a
+    /// probe within the probe timeout.
+    pub async fn events_store(&self) -> Option<EventsStoreHealth> {
+        let kind = self.inner.events.describe()?;
+        let ok = tokio::time::timeout(PROBE_TIMEOUT, self.inner.events.reachable())
+            .await
+            .unwrap_or(false);
+        Some(EventsStoreHealth { kind, ok })
     }
 
     /// The main pool's connections, idle and in use.

@@ -20,8 +20,13 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 
 use self::{
-    audit::AuditService, changes::Changes, config::ConfigService, events::EventService,
-    experiments::ExperimentService, health::HealthService, results::ResultsService,
+    audit::AuditService,
+    changes::Changes,
+    config::ConfigService,
+    events::{EventService, EventStore},
+    experiments::ExperimentService,
+    health::HealthService,
+    results::ResultsService,
 };
 use crate::db::WriteGate;
 
@@ -76,6 +81,7 @@ impl Services {
         ttl: Duration,
         caches: CacheBudget,
         config_versions_kept: u32,
+        events: EventStore,
     ) -> Self {
         let writes = WriteGate::for_connection(&db);
         let changes = Changes::default();
@@ -97,9 +103,9 @@ impl Services {
         );
         Services {
             audit: AuditService::new(db.clone()),
-            results: ResultsService::new(history.clone(), experiments.clone()),
-            events: EventService::new(db.clone(), history, writes),
-            health: HealthService::new(db, config.clone()),
+            results: ResultsService::new(history.clone(), experiments.clone(), events.clone()),
+            events: EventService::new(db.clone(), history, writes, events.clone()),
+            health: HealthService::new(db, config.clone(), events.clone()),
             experiments,
             config,
             changes,

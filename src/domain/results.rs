@@ -10,6 +10,7 @@ use crate::{
     db::results::{self, Analysis},
     domain::{
         assignment::CohortWeights,
+        events::EventStore,
         experiments::{Experiment, ExperimentService},
         ids::Slug,
         metrics::{self, Metric},
@@ -75,17 +76,23 @@ pub struct ResultsService {
     /// The pool heavy reads go through, so an analysis never holds the hot path's connections.
     db: DatabaseConnection,
     experiments: ExperimentService,
+    events: EventStore,
 }
 
 impl ResultsService {
-    pub fn new(db: DatabaseConnection, experiments: ExperimentService) -> Self {
-        ResultsService { db, experiments }
+    pub fn new(db: DatabaseConnection, experiments: ExperimentService, events: EventStore) -> Self {
+        ResultsService {
+            db,
+            experiments,
+            events,
+        }
     }
 
     /// The experiment's results (admin key).
     #[tracing::instrument(skip_all, fields(experiment_id = %query.experiment_id))]
     pub async fn results(&self, caller: Role, query: ResultsQuery) -> Result<ExperimentResults> {
         caller.require_admin()?;
+        self.events.require_main("experimentResults")?;
         let mut errors = FieldErrors::default();
         let experiment_id = errors.take(Slug::parse("experimentId", query.experiment_id));
         if !(query.alpha > 0.0 && query.alpha < 0.5) {

@@ -34,6 +34,16 @@ impl Health {
         self.0.uptime_seconds()
     }
 
+    /// Where analytics events are stored when that is not the main database (`--events-url`),
+    /// probed with a round trip; null when events live in the main database.
+    #[graphql(complexity = "crate::graphql::QUERY")]
+    async fn events_store(&self) -> Option<EventsStoreHealth> {
+        self.0.events_store().await.map(|events| EventsStoreHealth {
+            kind: events.kind,
+            ok: events.ok,
+        })
+    }
+
     /// Probes the database (a round trip) and reads the migration state.
     #[graphql(complexity = "crate::graphql::QUERY")]
     async fn database(&self) -> DatabaseHealth {
@@ -85,4 +95,13 @@ pub struct CacheHealth {
 /// GraphQL's `Int` is 32-bit; counters past that report its maximum rather than wrap.
 fn saturating_i32(value: u64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The events store named by `--events-url`.
+#[derive(SimpleObject)]
+pub struct EventsStoreHealth {
+    /// The engine and its version, e.g. "clickhouse 18.16.1".
+    kind: String,
+    /// Whether it answered a probe just now.
+    ok: bool,
 }

@@ -151,8 +151,85 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Dropped to shut the server down.
     shutdown: Option<oneshot::Sender<()>>,
-    // Declared last so the server stops before its database is dropped.
+    // Declared late so the server stops before its database is dropped.
     pub database: TestDatabase,
+    /// The ClickHouse database of this test's events, when TEST_EVENTS_URL names a server.
+    pub events_database: Option<EventsDatabase>,
+}
+
+/// A ClickHouse database that exists for one test only, dropped with it.
+pub struct EventsDatabase {
+    /// ClickHouse's HTTP address, e.g. `http://127.0.0.1:18123`.
+    pub http_url: String,
+    pub name: String,
+}
+
+impl EventsDatabase {
+    /// A fresh database name on the server TEST_EVENTS_URL (`clickhouse://host:port`) names; the
+    /// server creates it. `None` when TEST_EVENTS_URL is unset: events stay in the main database.
+    pub fn from_env() -> Option<Self> {
+        let url = std::env::var("TEST_EVENTS_URL")
+            .ok()
+            .filter(|url| !url.is_empty())?;
+        let host = url
+            .strip_prefix("clickhouse://")
+            .unwrap_or_else(|| {
+                panic!("TEST_EVENTS_URL must be clickhouse://host:port, got {url:?}")
+            })
+            .trim_end_matches('/');
+        Some(EventsDatabase {
+            http_url: format!("http://{host}"),
+            name: format!("octp_test_{}", uuid::Uuid::new_v4().simple()),
+        })
+    }
+
+    /// The `--events-url` of this database.
+    pub fn events_url(&self) -> String {
+        format!(
+            "clickhouse://{}/{}",
+            self.http_url.trim_start_matches("http://"),
+            self.name
+        )
+    }
+
+    /// Runs one statement through ClickHouse's HTTP interface; returns its text output.
+    pub async fn query(&self, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(&self.http_url)
+            .body(sql.to_owned())
+            .send()
+            .await
+            .expect("ClickHouse answers");
+        let status = response.status();
+        let text = response.text().await.expect("a text body");
+        assert!(status.is_success(), "{sql}: {status} {text}");
+        text
+    }
+}
+
+impl Drop for EventsDatabase {
+    fn drop(&mut self) {
+        let (http_url, name) = (self.http_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build a runtime");
+            runtime.block_on(async {
+                reqwest::Client::new()
+                    .post(&http_url)
+                    .body(format!("DROP DATABASE IF EXISTS {name}"))
+                    .send()
+                    .await?
+                    .error_for_status()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(_))) {
+            eprintln!("could not drop a ClickHouse test database: {dropped:?}");
+        }
+    }
 }
 
 impl TestApp {
@@ -184,6 +261,8 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let mut config = Config::with_database(database.url(), "127.0.0.1:0".parse().unwrap());
+        let events_database = EventsDatabase::from_env();
+        config.database.events_url = events_database.as_ref().map(EventsDatabase::events_url);
         adjust(&mut config);
         let app = App::build(config).await.expect("the server starts");
         let address = app.local_addr();
@@ -196,6 +275,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             database,
+            events_database,
         }
     }
 
@@ -306,6 +386,23 @@ impl TestApp {
     /// How many events of `user` are stored, and how many distinct event ids they have, read
     /// straight from the database.
     pub async fn stored_event_ids(&self, user: &str) -> (i64, i64) {
+        if let Some(events) = &self.events_database {
+            // What reads see: copies of one event folded by FINAL.
+            let counts = events
+                .query(&format!(
+                    "SELECT count(), uniqExact(event_id) FROM {}.events FINAL WHERE user_id = '{}'",
+                    events.name,
+                    user.replace('\\', "\\\\").replace('\'', "\\'")
+                ))
+                .await;
+            let mut counts = counts
+                .split_whitespace()
+                .map(|n| n.parse().expect("a count"));
+            return (
+                counts.next().expect("a count"),
+                counts.next().expect("a distinct count"),
+            );
+        }
         let connection = self.database.connect().await;
         let row = connection
             .query_one_raw(Statement::from_sql_and_values(

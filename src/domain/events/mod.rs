@@ -6,7 +6,7 @@ mod cursor;
 pub mod live;
 mod query;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
@@ -21,10 +21,11 @@ use crate::{
     auth::Role,
     db::{
         WriteGate,
+        clickhouse::{ClickHouseEvents, HistoryFilter},
         ingest::{self, EventRow},
     },
     domain::validate::{self, TimestampValue},
-    error::{FieldError, Result},
+    error::{Error, FieldError, Result},
     telemetry,
 };
 
@@ -109,6 +110,49 @@ impl EventPage {
     }
 }
 
+/// Where events are stored (API.md §14).
+#[derive(Clone)]
+pub enum EventStore {
+    /// The main database's `analytics_events` table.
+    Main,
+    /// ClickHouse, named by `--events-url`.
+    ClickHouse(Arc<ClickHouseEvents>),
+}
+
+impl EventStore {
+    /// `None` for the main database, else ClickHouse's name and version (for health reports).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            EventStore::Main => None,
+            EventStore::ClickHouse(store) => Some(format!("clickhouse {}", store.version())),
+        }
+    }
+
+    /// Whether the events store answers now (the main database's check is the health service's).
+    pub async fn reachable(&self) -> bool {
+        match self {
+            EventStore::Main => true,
+            EventStore::ClickHouse(store) => store.reachable().await,
+        }
+    }
+
+    /// Refuses what the ClickHouse store cannot do yet, naming it.
+    pub fn require_main(&self, operation: &str) -> Result<()> {
+        match self {
+            EventStore::Main => Ok(()),
+            EventStore::ClickHouse(_) => Err(Error::Forbidden(format!(
+                "{operation} is not available yet when events are stored in ClickHouse (--events-url); it reads events from the main database"
+            ))),
+        }
+    }
+}
+
+/// A ClickHouse failure, logged here; clients learn only that the store is unavailable.
+fn store_unavailable(error: crate::db::clickhouse::ClickHouseError) -> Error {
+    tracing::error!(%error, "the events store failed");
+    Error::ServiceUnavailable
+}
+
 #[derive(Clone)]
 pub struct EventService {
     db: DatabaseConnection,
@@ -116,16 +160,27 @@ pub struct EventService {
     history: DatabaseConnection,
     writes: WriteGate,
     live: LiveEvents,
+    store: EventStore,
 }
 
 impl EventService {
-    pub fn new(db: DatabaseConnection, history: DatabaseConnection, writes: WriteGate) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        history: DatabaseConnection,
+        writes: WriteGate,
+        store: EventStore,
+    ) -> Self {
         EventService {
             db,
             live: LiveEvents::new(history.clone()),
             history,
             writes,
+            store,
         }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
@@ -145,9 +200,15 @@ impl EventService {
             .filter(|event| seen.insert(event.event_id.clone()))
             .collect();
         // One statement is one transaction: the batch is stored whole or not at all.
-        let accepted = {
-            let _turn = self.writes.enter().await;
-            ingest::insert_events(&self.db, rows, received_at).await?
+        let accepted = match &self.store {
+            EventStore::Main => {
+                let _turn = self.writes.enter().await;
+                ingest::insert_events(&self.db, rows, received_at).await?
+            }
+            EventStore::ClickHouse(store) => store
+                .insert(rows, received_at)
+                .await
+                .map_err(store_unavailable)?,
         };
         let duplicates = event_ids.len() as u64 - accepted;
         metrics::counter!(telemetry::EVENTS, "result" => "accepted").increment(accepted);
@@ -169,12 +230,35 @@ impl EventService {
         impl futures_util::Stream<Item = Result<std::sync::Arc<Event>>> + Send + 'static + use<>,
     > {
         caller.require_admin()?;
+        self.store.require_main("liveEvents")?;
         self.live.subscribe(filter).await
     }
 
     /// A user's events, newest first, resuming after `after`.
     #[tracing::instrument(skip_all, fields(user_id = %query.user_id))]
     pub async fn user_events(&self, query: UserEventsQuery) -> Result<EventPage> {
+        if let EventStore::ClickHouse(store) = &self.store {
+            let filter = query::parse_filter(&query)?;
+            let mut events = store
+                .history(HistoryFilter {
+                    user_id: &query.user_id,
+                    event_name: query.event_name.as_deref(),
+                    since: filter.since,
+                    until: filter.until,
+                    after: filter
+                        .after
+                        .map(|cursor| (cursor.timestamp_micros, cursor.id)),
+                    limit: filter.limit,
+                })
+                .await
+                .map_err(store_unavailable)?;
+            let has_next_page = events.len() as u64 > filter.limit;
+            events.truncate(filter.limit as usize);
+            return Ok(EventPage {
+                events,
+                has_next_page,
+            });
+        }
         let (select, limit) = query::page_select(query)?;
         let mut rows = select
             .into_model::<query::StoredEvent>()

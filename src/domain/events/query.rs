@@ -122,14 +122,14 @@ pub(super) fn page_select(
     Ok((select, filter.limit))
 }
 
-struct Filter {
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    after: Option<EventCursor>,
-    limit: u64,
+pub(super) struct Filter {
+    pub(super) since: Option<DateTime<Utc>>,
+    pub(super) until: Option<DateTime<Utc>>,
+    pub(super) after: Option<EventCursor>,
+    pub(super) limit: u64,
 }
 
-fn parse_filter(query: &UserEventsQuery) -> Result<Filter> {
+pub(super) fn parse_filter(query: &UserEventsQuery) -> Result<Filter> {
     let mut errors = FieldErrors::default();
     errors.check("userId", validate::printable_text(&query.user_id));
     if let Some(event_name) = &query.event_name {
