@@ -1,4 +1,4 @@
-//! Events in ClickHouse (API.md §14), over its HTTP interface with the `clickhouse` crate.
+//! Events in ClickHouse (docs/api.md §13), over its HTTP interface with the `clickhouse` crate.
 //!
 //! The schema is the common ground of ClickHouse 18.16 (Debian's package, used by the tests) and
 //! current releases: timestamps as Int64 microseconds, properties as JSON text, no experimental

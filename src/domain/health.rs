@@ -48,7 +48,7 @@ struct Inner {
     events: EventStore,
 }
 
-/// The events store when it is not the main database (API.md §14).
+/// The events store when it is not the main database (docs/api.md §13).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventsStoreHealth {
     /// E.g. "clickhouse 18.16.1".

@@ -824,7 +824,7 @@ async fn concurrent_batches_with_overlapping_ids_store_each_event_once() {
     assert_eq!(accepted + duplicates, 20 * 100);
     if app.events_database.is_some() {
         // ClickHouse has no unique index: batches racing with one id may each count it as
-        // accepted (API.md §14); reads below still see it once.
+        // accepted (docs/api.md §13); reads below still see it once.
         assert!(
             (50 + 20 * 50..=20 * 100).contains(&accepted),
             "accepted {accepted}"

@@ -110,7 +110,7 @@ impl EventPage {
     }
 }
 
-/// Where events are stored (API.md §14).
+/// Where events are stored (docs/api.md §13).
 #[derive(Clone)]
 pub enum EventStore {
     /// The main database's `analytics_events` table.
@@ -177,10 +177,6 @@ impl EventService {
             writes,
             store,
         }
-    }
-
-    pub fn store(&self) -> &EventStore {
-        &self.store
     }
 
     /// Validates the whole batch, then stores it in one statement; repeats of a stored or earlier
