@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures every hot path of the OCTP backend with one command and prints one table.
 
-    python3 bench/run.py                      # both backends, 1 and 32 connections, 10 s each
+    python3 bench/run.py                      # every backend, 1 and 32 connections, 10 s each
     python3 bench/run.py --duration 3 --backends sqlite
     python3 bench/run.py --only collectEvents --no-ceilings    # one operation, before/after a change
 
@@ -11,7 +11,9 @@ operation with wrk (installed with apt-get when missing). Also measures the ceil
 handler returning a small JSON body, raw PostgreSQL ingest of the same 100-row batches
 (multi-row INSERT and COPY) and raw first-assignment commits (one row and 32 rows per commit) from a
 plain client. Last, a launch: 1,000,000 new players (--new-users) through a fresh server on each
-backend, for its peak RSS. Figures are printed, never asserted.
+backend, for its peak RSS. The clickhouse backend keeps events (and results) in ClickHouse
+(--clickhouse-url; its rows are left out, and said so, when no ClickHouse answers there) and
+everything else in PostgreSQL. Figures are printed, never asserted.
 """
 
 import argparse
@@ -205,9 +207,10 @@ def check_reply(port, path, body):
         raise RuntimeError(f"{path} answers with errors: {reply['errors']}")
 
 
-def run_backend(backend, url, args, rows):
+def run_backend(backend, url, args, rows, extra=()):
+    """`extra`: more server arguments (the ClickHouse backend's --events-url)."""
     server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
-                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"])
+                      "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn", *extra])
     try:
         server.wait_http(PORT, "/healthz")
         seed(PORT, args.heavy_events, args.light_users)
@@ -320,18 +323,63 @@ def seed_results(backend, url, users, events):
         connection.close()
 
 
-def run_results(backend, url, args, rows, workers=None, seeded=False):
+def seed_results_clickhouse(url, events_url, users, events):
+    """The same users and events as `seed_results`: the assignments in PostgreSQL, copied to
+    ClickHouse by `octp-backend events backfill` (as an operator would), the events straight
+    into ClickHouse."""
+    psql(url, f"""INSERT INTO user_experiment_assignments (user_id, experiment_id, cohort, assigned_at)
+        SELECT 'ru-' || i, 'results_bench', CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END,
+               TIMESTAMPTZ '2026-10-01 00:00:00+00' + i * INTERVAL '25 seconds'
+        FROM generate_series(0, {users - 1}) AS i""")
+    subprocess.run([os.path.join(RELEASE, "octp-backend"), "--database-url", url, "--events-url", events_url,
+                    "--log-level", "warn", "events", "backfill"], check=True, stdout=subprocess.DEVNULL)
+    base = 1790812800  # 2026-10-01 00:00:00 UTC
+    clickhouse_query(events_url, f"""INSERT INTO events
+        SELECT toInt64(intDiv(cityHash64(concat('re-', toString(j))), 2)), concat('re-', toString(j)),
+               concat('ru-', toString(j % {users})), NULL,
+               multiIf((j * 2654435761) % 100 < 5, 'purchase', (j * 2654435761) % 100 < 55, 'session_start', 'level_up'),
+               toInt64(({base} + (j % {users}) * 25 + (j * 7919) % 1209600 - 86400) * 1000000),
+               toInt64(1795996800000000),
+               if((j * 2654435761) % 100 < 5, concat('{{"amount":', toString((j % 50) + 0.99), '}}'),
+                  concat('{{"level":', toString(j % 100), '}}')),
+               NULL, NULL, toUInt64(1)
+        FROM (SELECT number AS j FROM system.numbers LIMIT {events})""")
+    clickhouse_query(events_url, "OPTIMIZE TABLE events FINAL")
+
+
+def clickhouse_query(events_url, sql):
+    """Runs one statement on the database of a clickhouse:// URL through the HTTP interface."""
+    host, database = events_url.removeprefix("clickhouse://").split("/", 1)
+    request_ = urllib.request.Request(f"http://{host}/?database={database}", data=sql.encode(), method="POST")
+    with urllib.request.urlopen(request_, timeout=600) as response:
+        return response.read().decode()
+
+
+def clickhouse_reachable(clickhouse_url):
+    host = clickhouse_url.removeprefix("clickhouse://").split("/", 1)[0]
+    try:
+        urllib.request.urlopen(f"http://{host}/ping", timeout=2).read()
+        return True
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def run_results(backend, url, args, rows, workers=None, seeded=False, events_url=None):
     """experimentResults with three metrics over `args.results_users` assigned users and
     `args.results_events` events: the time of one analysis, best and median of several.
-    `workers`: --analysis-parallel-workers (PostgreSQL), None for the database's default."""
+    `workers`: --analysis-parallel-workers (PostgreSQL), None for the database's default.
+    `events_url`: events (and the analysis) in ClickHouse."""
     server = Process([os.path.join(RELEASE, "octp-backend"), "--database-url", url,
                       "--bind", f"127.0.0.1:{PORT}", "--log-level", "warn"]
-                     + ([] if workers is None else ["--analysis-parallel-workers", str(workers)]))
+                     + ([] if workers is None else ["--analysis-parallel-workers", str(workers)])
+                     + ([] if events_url is None else ["--events-url", events_url]))
     try:
         server.wait_http(PORT, "/healthz")
         gql(PORT, "mutation { upsertExperiment(input: {id: \"results_bench\", name: \"Results\", "
                   "cohorts: {control: 1, treatment: 1}}) { id } }", key=ADMIN_KEY)
-        if not seeded:
+        if not seeded and events_url:
+            seed_results_clickhouse(url, events_url, args.results_users, args.results_events)
+        elif not seeded:
             seed_results(backend, url, args.results_users, args.results_events)
         timings = []
         for _ in range(7):
@@ -507,7 +555,10 @@ def psql(server_url, sql):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
-    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--backends", default="sqlite,postgres,clickhouse",
+                        help="sqlite, postgres, clickhouse (events in ClickHouse, the rest in PostgreSQL)")
+    parser.add_argument("--clickhouse-url", default=os.environ.get("BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:18123"),
+                        help="a ClickHouse server (HTTP interface) where throwaway databases may be created")
     parser.add_argument("--connections", default="1,32", help="comma-separated connection counts")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
                         help="a PostgreSQL server where a throwaway database may be created")
@@ -569,6 +620,21 @@ def main():
                     # This machine's PostgreSQL has 2 cores: its default of 2 parallel workers
                     # plus the leader oversubscribe them.
                     run_results("postgres", results_url, args, rows, workers=1, seeded=True)
+        if "clickhouse" in backends and not clickhouse_reachable(args.clickhouse_url):
+            log(f"ClickHouse at {args.clickhouse_url} does not answer: no clickhouse rows "
+                "(start one, e.g. as .ci/run does, or pass --clickhouse-url)")
+        elif "clickhouse" in backends:
+            events_database = f"octp_bench_{uuid.uuid4().hex[:12]}"
+            events_url = f"{args.clickhouse_url.rstrip('/')}/{events_database}"
+            try:
+                with fresh_database(args.pg_url, "octp_bench_ch") as database_url:
+                    run_backend("clickhouse", database_url, args, rows, extra=("--events-url", events_url))
+                if args.results_users:
+                    with fresh_database(args.pg_url, "octp_results_ch") as results_url:
+                        run_results("clickhouse", results_url, args, rows, events_url=events_url + "_results")
+            finally:
+                for name in (events_database, events_database + "_results"):
+                    clickhouse_query(f"{args.clickhouse_url.rstrip('/')}/default", f"DROP DATABASE IF EXISTS {name}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows, ceilings, assignment_ceilings, args)

@@ -43,12 +43,25 @@ pub enum Command {
         #[arg(long = "url", id = "readiness_url")]
         url: Option<String>,
     },
+    /// Work on the events store named by --events-url.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Print the GraphQL schema (SDL) that clients are generated from.
     ExportSchema {
         /// Write to this file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum EventsAction {
+    /// Copy every assignment of the main database to ClickHouse, for results computed there
+    /// (assignments made while ClickHouse was unreachable, or before --events-url was set).
+    /// Safe to run again: copies of one assignment fold into one.
+    Backfill,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -5,7 +5,7 @@ use clap::Parser;
 use migration::{Migrator, MigratorTrait};
 use octp_backend::{
     App,
-    config::{Cli, Command, Config, LogConfig, MigrateAction},
+    config::{Cli, Command, Config, EventsAction, LogConfig, MigrateAction},
     db, graphql,
 };
 use tracing_subscriber::EnvFilter;
@@ -22,6 +22,9 @@ async fn main() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Migrate { action } => migrate(&cli.config, action).await,
+        Command::Events {
+            action: EventsAction::Backfill,
+        } => backfill_events(&cli.config).await,
         Command::ExportSchema { output } => export_schema(output),
         Command::Healthcheck { url } => healthcheck(&cli.config, url).await,
     };
@@ -63,6 +66,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %app.local_addr(), "listening; GraphQL at /graphql, playground at /playground, console at /console");
     app.run(shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn backfill_events(config: &Config) -> anyhow::Result<()> {
+    let Some(url) = &config.database.events_url else {
+        anyhow::bail!(
+            "events backfill copies to the store --events-url (OCTP_EVENTS_URL) names; it is not set"
+        );
+    };
+    let url = db::clickhouse::EventsUrl::parse(url)
+        .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
+    let store = db::clickhouse::ClickHouseEvents::connect(&url)
+        .await
+        .with_context(|| format!("cannot reach ClickHouse at {}", url.http_url))?;
+    let database = db::connect(&config.database)
+        .await
+        .context("cannot connect to the main database")?;
+    let copied = db::assignments::backfill(&database, &store).await?;
+    println!(
+        "copied {copied} assignments to ClickHouse (database {})",
+        url.database
+    );
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     db::{
         Backend, WriteGate,
+        clickhouse::{AssignmentCopy, ClickHouseEvents},
         entities::user_experiment_assignment::{ActiveModel, Column, Entity, Model},
     },
     domain::validate,
@@ -51,11 +52,16 @@ impl AssignmentWriter {
     /// 5.2k/s (bench/run.py, same machine and day); measured again once the read-back was left to
     /// RETURNING: 1 writer 16.0k/s, 2 writers 15.0k/s, 3 writers 13.9k/s. SQLite has one writer
     /// anyway.
-    pub fn start(db: DatabaseConnection, writes: WriteGate) -> Self {
+    /// `copies`: where stored assignments are copied too (a ClickHouse events store).
+    pub fn start(
+        db: DatabaseConnection,
+        writes: WriteGate,
+        copies: Option<Arc<ClickHouseEvents>>,
+    ) -> Self {
         let (queue, mut receiver) = mpsc::channel(QUEUE);
         tokio::spawn(async move {
             while let Some(group) = next_group(&mut receiver).await {
-                store(&db, &writes, group).await;
+                store(&db, &writes, copies.as_deref(), group).await;
             }
         });
         AssignmentWriter { queue }
@@ -99,13 +105,21 @@ async fn next_group(receiver: &mut mpsc::Receiver<Pending>) -> Option<Vec<Pendin
     Some(group)
 }
 
-async fn store(db: &DatabaseConnection, writes: &WriteGate, group: Vec<Pending>) {
+async fn store(
+    db: &DatabaseConnection,
+    writes: &WriteGate,
+    copies: Option<&ClickHouseEvents>,
+    group: Vec<Pending>,
+) {
     let outcome = {
         let _turn = writes.enter().await;
         insert_then_read(db, &group).await
     };
     match outcome {
         Ok(stored) => {
+            if let Some(copies) = copies {
+                copy_assignments(copies, &stored).await;
+            }
             for pending in group {
                 let row = stored
                     .iter()
@@ -128,6 +142,63 @@ async fn store(db: &DatabaseConnection, writes: &WriteGate, group: Vec<Pending>)
         }
     }
 }
+
+/// Copies stored assignments to ClickHouse before their requests are answered, so results there
+/// see every assignment a client was told of. A failed copy does not fail the requests (the
+/// assignment is stored): it is logged, and `octp-backend events backfill` copies what is missing.
+pub async fn copy_assignments(copies: &ClickHouseEvents, stored: &[Model]) {
+    let rows = copies_of(stored);
+    let copied = tokio::time::timeout(COPY_TIMEOUT, copies.copy_assignments(&rows)).await;
+    let problem = match copied {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {} s", COPY_TIMEOUT.as_secs()),
+    };
+    tracing::error!(
+        assignments = rows.len(),
+        %problem,
+        "assignments could not be copied to ClickHouse; results there miss them until `octp-backend events backfill` runs"
+    );
+}
+
+/// Copies every stored assignment to ClickHouse, in id order and pages of [`BACKFILL_PAGE`];
+/// returns how many. Rows written meanwhile are copied by their writer.
+pub async fn backfill(db: &DatabaseConnection, copies: &ClickHouseEvents) -> anyhow::Result<u64> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let mut after = i64::MIN;
+    let mut copied = 0;
+    loop {
+        let page = Entity::find()
+            .filter(Column::Id.gt(after))
+            .order_by_asc(Column::Id)
+            .limit(BACKFILL_PAGE)
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(copied);
+        };
+        after = last.id;
+        let rows = copies_of(&page);
+        copies.copy_assignments(&rows).await?;
+        copied += rows.len() as u64;
+    }
+}
+
+const BACKFILL_PAGE: u64 = 10_000;
+
+fn copies_of(rows: &[Model]) -> Vec<AssignmentCopy<'_>> {
+    rows.iter()
+        .map(|row| AssignmentCopy {
+            user_id: &row.user_id,
+            experiment_id: &row.experiment_id,
+            cohort: &row.cohort,
+            assigned_at: row.assigned_at,
+        })
+        .collect()
+}
+
+/// The longest a group of first assignments waits for its copy to ClickHouse.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One INSERT for the group (rows already stored are left alone), one SELECT of every key.
 async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<Vec<Model>, DbErr> {

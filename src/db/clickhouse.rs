@@ -15,7 +15,16 @@ use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::{db::ingest::EventRow, domain::events::Event};
+use crate::{
+    db::{
+        ingest::EventRow,
+        results::{Aggregates, Analysis, CohortSums},
+    },
+    domain::{
+        events::Event,
+        metrics::{Metric, MetricKind},
+    },
+};
 
 /// The events table. Partitioned by the month of the event's own time (old months can be dropped
 /// or moved whole) and sorted by user first, so one user's history is one contiguous range.
@@ -34,6 +43,57 @@ const CREATE_EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
 ) ENGINE = ReplacingMergeTree(keep)
 PARTITION BY toYYYYMM(toDateTime(intDiv(timestamp_us, 1000000)))
 ORDER BY (user_id, event_id)";
+
+/// Copies of the main database's assignments, for results computed next to the events. A
+/// reassignment (its cohort was removed) stores a later `assigned_at`, and the latest copy wins.
+const CREATE_ASSIGNMENTS: &str = "CREATE TABLE IF NOT EXISTS assignments (
+    experiment_id String,
+    user_id String,
+    cohort String,
+    assigned_at_us Int64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (experiment_id, user_id)";
+
+/// One assignment as the main database stores it.
+#[derive(Debug, Clone)]
+pub struct AssignmentCopy<'a> {
+    pub user_id: &'a str,
+    pub experiment_id: &'a str,
+    pub cohort: &'a str,
+    pub assigned_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct AssignmentRow<'a> {
+    experiment_id: &'a str,
+    user_id: &'a str,
+    cohort: &'a str,
+    assigned_at_us: i64,
+    version: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct CohortUsersRow {
+    cohort: String,
+    users: u64,
+    assigned_before: Vec<u64>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct CohortSumsRow {
+    cohort: String,
+    sums: Vec<f64>,
+    squares: Vec<f64>,
+}
+
+/// A value bound to a `?` of a statement built piece by piece.
+#[derive(Clone)]
+enum Arg {
+    Text(String),
+    Texts(Vec<String>),
+    Int(i64),
+}
 
 /// Where events go when `--events-url` names a ClickHouse server.
 #[derive(Clone)]
@@ -164,6 +224,7 @@ impl ClickHouseEvents {
             .await?;
         let client = client.with_database(&url.database);
         client.query(CREATE_EVENTS).execute().await?;
+        client.query(CREATE_ASSIGNMENTS).execute().await?;
         let version = client
             .query("SELECT version()")
             .fetch_one::<String>()
@@ -246,6 +307,204 @@ impl ClickHouseEvents {
         Ok(fresh.len() as u64)
     }
 
+    /// Stores copies of assignments (again: copies of one assignment fold into its latest).
+    pub async fn copy_assignments(
+        &self,
+        assignments: &[AssignmentCopy<'_>],
+    ) -> Result<(), ClickHouseError> {
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<AssignmentRow<'_>>("assignments")
+            .await?;
+        for assignment in assignments {
+            let assigned_at_us = assignment.assigned_at.timestamp_micros();
+            insert
+                .write(&AssignmentRow {
+                    experiment_id: assignment.experiment_id,
+                    user_id: assignment.user_id,
+                    cohort: assignment.cohort,
+                    assigned_at_us,
+                    version: assigned_at_us.max(0) as u64,
+                })
+                .await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The aggregation behind experiment results (`db::results::aggregate`), run in ClickHouse
+    /// over the events and the assignment copies.
+    pub async fn aggregate(
+        &self,
+        analysis: &Analysis<'_>,
+        boundaries: &[DateTime<Utc>],
+    ) -> Result<Aggregates, ClickHouseError> {
+        let cohorts: Vec<String> = analysis.cohorts.iter().map(|c| (*c).to_owned()).collect();
+        // The analysed users: the experiment's, in its cohorts, assigned before `until`.
+        let mut users_filter = String::from("experiment_id = ? AND has(?, cohort)");
+        let mut users_args = vec![
+            Arg::Text(analysis.experiment_id.to_owned()),
+            Arg::Texts(cohorts),
+        ];
+        if let Some(until) = analysis.until {
+            users_filter.push_str(" AND assigned_at_us < ?");
+            users_args.push(Arg::Int(until.timestamp_micros()));
+        }
+
+        let mut args = Vec::new();
+        // An empty array literal has no element type; `emptyArrayUInt64()` keeps the column typed.
+        let assigned_before = if boundaries.is_empty() {
+            "emptyArrayUInt64()".to_owned()
+        } else {
+            let counts: Vec<&str> = boundaries
+                .iter()
+                .map(|boundary| {
+                    args.push(Arg::Int(boundary.timestamp_micros()));
+                    "countIf(assigned_at_us < ?)"
+                })
+                .collect();
+            format!("[{}]", counts.join(", "))
+        };
+        let sql = format!(
+            "SELECT cohort, count() AS users, {assigned_before} AS assigned_before \
+             FROM assignments FINAL WHERE {users_filter} GROUP BY cohort"
+        );
+        args.extend(users_args.iter().cloned());
+        let users: Vec<CohortUsersRow> =
+            bind_all(self.client.query(&sql), args).fetch_all().await?;
+
+        let metrics = analysis.metrics;
+        let mut sql = String::from("SELECT cohort, [");
+        for index in 0..metrics.len() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("toFloat64(sum(y{index}))"));
+        }
+        sql.push_str("] AS sums, [");
+        for index in 0..metrics.len() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("toFloat64(sum(y{index} * y{index}))"));
+        }
+        sql.push_str("] AS squares FROM (SELECT user_id, any(cohort) AS cohort");
+        let mut args = Vec::new();
+        for (index, metric) in metrics.iter().enumerate() {
+            sql.push_str(", ");
+            self.user_value(&mut sql, &mut args, metric);
+            sql.push_str(&format!(" AS y{index}"));
+        }
+        let mut names: Vec<String> = metrics.iter().map(|m| m.event_name.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        // The assignments (one row per analysed user) are the join's right side, held in memory;
+        // the events stream past them.
+        sql.push_str(
+            " FROM (SELECT user_id, event_name, timestamp_us, properties FROM events FINAL \
+             WHERE has(?, event_name)",
+        );
+        args.push(Arg::Texts(names));
+        if let Some(since) = analysis.since {
+            sql.push_str(" AND timestamp_us >= ?");
+            args.push(Arg::Int(since.timestamp_micros()));
+        }
+        if let Some(until) = analysis.until {
+            sql.push_str(" AND timestamp_us < ?");
+            args.push(Arg::Int(until.timestamp_micros()));
+        }
+        sql.push_str(
+            ") ALL INNER JOIN (SELECT user_id, cohort, assigned_at_us FROM assignments FINAL WHERE ",
+        );
+        sql.push_str(&users_filter);
+        args.extend(users_args);
+        sql.push_str(
+            ") USING user_id WHERE timestamp_us >= assigned_at_us GROUP BY user_id) GROUP BY cohort",
+        );
+        let sums: Vec<CohortSumsRow> = bind_all(self.client.query(&sql), args).fetch_all().await?;
+
+        let mut assigned_before = vec![0; boundaries.len()];
+        let cohorts = users
+            .into_iter()
+            .map(|row| {
+                for (total, count) in assigned_before.iter_mut().zip(&row.assigned_before) {
+                    *total += count;
+                }
+                let metrics = sums
+                    .iter()
+                    .find(|summed| summed.cohort == row.cohort)
+                    .map(|summed| {
+                        summed
+                            .sums
+                            .iter()
+                            .copied()
+                            .zip(summed.squares.iter().copied())
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec![(0.0, 0.0); metrics.len()]);
+                CohortSums {
+                    cohort: row.cohort,
+                    users: row.users,
+                    metrics,
+                }
+            })
+            .collect();
+        Ok(Aggregates {
+            cohorts,
+            assigned_before,
+        })
+    }
+
+    /// A user's value of one metric over the user's joined events (as `db::results::user_value`).
+    fn user_value(&self, sql: &mut String, args: &mut Vec<Arg>, metric: &Metric) {
+        let aggregate = match metric.kind {
+            MetricKind::Conversion => "max",
+            MetricKind::Count | MetricKind::Sum => "sum",
+        };
+        sql.push_str(aggregate);
+        sql.push_str("(if(event_name = ?");
+        args.push(Arg::Text(metric.event_name.clone()));
+        if let Some(micros) = metric.window_micros() {
+            sql.push_str(" AND timestamp_us < assigned_at_us + ?");
+            args.push(Arg::Int(micros));
+        }
+        match (&metric.kind, &metric.property) {
+            (MetricKind::Sum, Some(property)) => {
+                // Only JSON numbers count, as on the main database ("12" is text, so 0). No `?` in
+                // the literal: the crate would take it for a placeholder.
+                // JSONType/JSONExtractFloat read the top-level key; 18.x has only the
+                // visitParam functions, which take the first `"key":` anywhere in the text
+                // (docs/api.md §13).
+                if self.has_json_functions() {
+                    sql.push_str(
+                        " AND JSONType(properties, ?) IN ('Int64', 'UInt64', 'Double'), \
+                         JSONExtractFloat(properties, ?), 0.))",
+                    );
+                } else {
+                    sql.push_str(
+                        " AND match(visitParamExtractRaw(properties, ?), '^[-0-9]'), \
+                         visitParamExtractFloat(properties, ?), 0.))",
+                    );
+                }
+                args.push(Arg::Text(property.clone()));
+                args.push(Arg::Text(property.clone()));
+            }
+            _ => sql.push_str(", 1, 0))"),
+        }
+    }
+
+    /// Whether this server has the JSON functions of ClickHouse 19.x and later.
+    fn has_json_functions(&self) -> bool {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|major| major.parse::<u32>().ok())
+            .is_some_and(|major| major >= 20)
+    }
+
     /// One page of a user's events, newest first, plus one row when another page follows.
     pub async fn history(&self, filter: HistoryFilter<'_>) -> Result<Vec<Event>, ClickHouseError> {
         let mut sql = String::from("SELECT ?fields FROM events FINAL WHERE user_id = ?");
@@ -281,6 +540,17 @@ impl ClickHouseEvents {
             .await?;
         Ok(rows.into_iter().filter_map(readable).collect())
     }
+}
+
+fn bind_all(mut query: clickhouse::query::Query, args: Vec<Arg>) -> clickhouse::query::Query {
+    for arg in args {
+        query = match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Texts(texts) => query.bind(texts),
+            Arg::Int(int) => query.bind(int),
+        };
+    }
+    query
 }
 
 /// The event, or `None` (logged) when a stored row cannot be read back.

@@ -18,6 +18,7 @@ use crate::{
     db::{
         WriteGate,
         assignments::AssignmentWriter,
+        clickhouse::ClickHouseEvents,
         entities::{experiment_change, experiment_metadata, user_experiment_assignment},
         notify,
     },
@@ -135,6 +136,8 @@ pub struct ExperimentService {
 struct Inner {
     db: DatabaseConnection,
     writes: WriteGate,
+    /// Where assignments are copied for results next to the events (a ClickHouse events store).
+    assignment_copies: Option<Arc<ClickHouseEvents>>,
     /// Experiment id → definition (None: no such experiment).
     definitions: Cache<String, Option<Arc<Experiment>>>,
     /// Every stored experiment, for the active list and the merged config.
@@ -154,10 +157,16 @@ impl ExperimentService {
         changes: Changes,
         ttl: Duration,
         assignment_bytes: u64,
+        assignment_copies: Option<Arc<ClickHouseEvents>>,
     ) -> Self {
         ExperimentService {
             inner: Arc::new(Inner {
-                first_assignments: AssignmentWriter::start(db.clone(), writes.clone()),
+                first_assignments: AssignmentWriter::start(
+                    db.clone(),
+                    writes.clone(),
+                    assignment_copies.clone(),
+                ),
+                assignment_copies,
                 db,
                 writes,
                 changes,
@@ -342,13 +351,17 @@ impl ExperimentService {
                 .exec(db)
                 .await?;
         }
-        find_assignment(db, user_id, &experiment.id)
+        let reassigned = find_assignment(db, user_id, &experiment.id)
             .await?
-            .map(Assignment::from)
             .ok_or_else(|| {
                 tracing::error!("assignment row missing right after it was written");
                 Error::Internal
-            })
+            })?;
+        if let Some(copies) = &self.inner.assignment_copies {
+            crate::db::assignments::copy_assignments(copies, std::slice::from_ref(&reassigned))
+                .await;
+        }
+        Ok(reassigned.into())
     }
 
     /// Creates or replaces an experiment. Without `salt`, a stored salt is kept (a new experiment's

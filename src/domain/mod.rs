@@ -91,6 +91,7 @@ impl Services {
             changes.clone(),
             ttl,
             caches.assignments,
+            events.assignment_copies(),
         );
         let config = ConfigService::new(
             db.clone(),

@@ -842,7 +842,7 @@ async fn concurrent_batches_with_overlapping_ids_store_each_event_once() {
 }
 
 #[tokio::test]
-async fn the_events_store_is_reported_and_what_it_cannot_do_yet_is_refused_by_name() {
+async fn the_events_store_is_reported_and_live_events_on_clickhouse_are_refused_by_name() {
     let app = TestApp::spawn().await;
     let health = app
         .gql("{ health { eventsStore { kind ok } } }", json!({}))
@@ -857,21 +857,9 @@ async fn the_events_store_is_reported_and_what_it_cannot_do_yet_is_refused_by_na
         .await
         .expect("a JSON body");
     assert_eq!(ready["status"], "ready", "{ready}");
-    let results = app
-        .gql_as(
-            Some(ADMIN_KEY),
-            "{ experimentResults(experimentId: \"none\") { users } }",
-            json!({}),
-        )
-        .await
-        .1;
     if app.events_database.is_none() {
         assert_eq!(health["health"]["eventsStore"], Value::Null);
         assert!(ready.get("events").is_none(), "{ready}");
-        assert_eq!(
-            results["errors"][0]["extensions"]["code"], "NOT_FOUND",
-            "{results}"
-        );
         return;
     }
     let kind = health["health"]["eventsStore"]["kind"]
@@ -880,13 +868,16 @@ async fn the_events_store_is_reported_and_what_it_cannot_do_yet_is_refused_by_na
     assert!(kind.starts_with("clickhouse "), "{health}");
     assert_eq!(health["health"]["eventsStore"]["ok"], true);
     assert_eq!(ready["events"], "ok", "{ready}");
-    assert_eq!(
-        results["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{results}"
-    );
-    let message = results["errors"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(ready["eventsStore"], kind, "{ready}");
+
+    let mut client = crate::ws_client::WsClient::connect(&app, ADMIN_KEY).await;
+    client
+        .subscribe("live", crate::subscriptions::LIVE, json!({}))
+        .await;
+    let (code, message) = client.error_then_complete("live").await;
+    assert_eq!(code, "FORBIDDEN");
     assert!(
-        message.contains("ClickHouse") && message.contains("experimentResults"),
+        message.contains("ClickHouse") && message.contains("liveEvents"),
         "{message}"
     );
 }

@@ -718,3 +718,56 @@ async fn experiments_stored_before_metrics_existed_upgrade_with_none_saved() {
         "{body}"
     );
 }
+
+/// Assignments made while events lived in the main database reach ClickHouse through `events
+/// backfill` (run twice: copies fold into one), and results there count their users.
+#[tokio::test]
+async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it_runs() {
+    use octp_backend::db::{
+        assignments::backfill,
+        clickhouse::{ClickHouseEvents, EventsUrl},
+    };
+
+    use crate::helpers::{EventsDatabase, TestDatabase, skip};
+
+    let Some(events) = EventsDatabase::from_env() else {
+        skip(
+            "assignments_made_before_clickhouse_are_backfilled_once_however_often_it_runs",
+            "needs a ClickHouse server (set TEST_EVENTS_URL; .ci/run's ClickHouse pass runs it)",
+            false,
+        );
+        return;
+    };
+    let before = TestApp::spawn_with(TestDatabase::create().await, |config| {
+        config.database.events_url = None;
+    })
+    .await;
+    before
+        .upsert_experiment(
+            json!({"id": "early", "name": "Early", "cohorts": {"control": 1, "b": 1}}),
+        )
+        .await;
+    for user in 0..10 {
+        before
+            .gql(ASSIGN, json!({"u": format!("early-{user}"), "e": "early"}))
+            .await;
+    }
+
+    let store = ClickHouseEvents::connect(&EventsUrl::parse(&events.events_url()).unwrap())
+        .await
+        .expect("ClickHouse answers");
+    let main = before.database.connect().await;
+    assert_eq!(backfill(&main, &store).await.expect("backfill"), 10);
+    assert_eq!(backfill(&main, &store).await.expect("backfill again"), 10);
+
+    let after = TestApp::spawn_with(
+        TestDatabase::External(before.database.url().to_owned()),
+        |config| config.database.events_url = Some(events.events_url()),
+    )
+    .await;
+    let metric = json!([{"key": "buyer", "eventName": "purchase", "kind": "CONVERSION"}]);
+    let result = after
+        .admin(RESULTS, json!({"e": "early", "m": metric}))
+        .await;
+    assert_eq!(result["experimentResults"]["users"], 10, "{result}");
+}

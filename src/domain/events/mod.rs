@@ -128,6 +128,14 @@ impl EventStore {
         }
     }
 
+    /// Where assignments are copied for results next to the events: ClickHouse, if it is the store.
+    pub fn assignment_copies(&self) -> Option<Arc<ClickHouseEvents>> {
+        match self {
+            EventStore::Main => None,
+            EventStore::ClickHouse(store) => Some(store.clone()),
+        }
+    }
+
     /// Whether the events store answers now (the main database's check is the health service's).
     pub async fn reachable(&self) -> bool {
         match self {
@@ -148,7 +156,7 @@ impl EventStore {
 }
 
 /// A ClickHouse failure, logged here; clients learn only that the store is unavailable.
-fn store_unavailable(error: crate::db::clickhouse::ClickHouseError) -> Error {
+pub(crate) fn store_unavailable(error: crate::db::clickhouse::ClickHouseError) -> Error {
     tracing::error!(%error, "the events store failed");
     Error::ServiceUnavailable
 }
