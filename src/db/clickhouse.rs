@@ -9,11 +9,12 @@
 //!   id) folds the copies into one, which every read sees through `FINAL`. `keep` makes the first
 //!   received copy the one kept, as the main database keeps the first stored row.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     db::{
@@ -41,7 +42,7 @@ const CREATE_EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
     cohort Nullable(String),
     keep UInt64
 ) ENGINE = ReplacingMergeTree(keep)
-PARTITION BY toYYYYMM(toDateTime(intDiv(timestamp_us, 1000000)))
+PARTITION BY toYYYYMM(toDateTime(intDiv(timestamp_us, 1000000), 'UTC'))
 ORDER BY (user_id, event_id)";
 
 /// Copies of the main database's assignments, for results computed next to the events. A
@@ -101,13 +102,42 @@ pub struct ClickHouseEvents {
     client: Client,
     /// `SELECT version()` at startup, for health reports and version-gated features.
     version: String,
+    batches: mpsc::Sender<PendingBatch>,
 }
 
 /// What went wrong talking to ClickHouse; logged, and reported to clients as the store being
 /// unavailable.
-#[derive(Debug, thiserror::Error)]
-#[error("ClickHouse: {0}")]
-pub struct ClickHouseError(#[from] clickhouse::error::Error);
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClickHouseError {
+    /// Shared by every batch of a failed group.
+    #[error("ClickHouse: {0}")]
+    Client(Arc<clickhouse::error::Error>),
+    #[error("the ClickHouse event writer has stopped")]
+    Stopped,
+}
+
+impl From<clickhouse::error::Error> for ClickHouseError {
+    fn from(error: clickhouse::error::Error) -> Self {
+        ClickHouseError::Client(Arc::new(error))
+    }
+}
+
+/// A `collectEvents` batch waiting for the writer.
+struct PendingBatch {
+    rows: Vec<EventRow>,
+    received_at: DateTime<Utc>,
+    reply: oneshot::Sender<Result<u64, ClickHouseError>>,
+}
+
+/// Most events in one INSERT. Every INSERT makes a new part ClickHouse has to merge, so batches
+/// that arrive together are written together (one round trip to find stored ids, one INSERT).
+const MAX_GROUP_EVENTS: usize = 10_000;
+/// ClickHouse refuses an INSERT touching more than 100 partitions (months); one batch of at most
+/// 100 events never does, a group of batches is kept to as many. (Event times are 2000-01-01 to
+/// a day ahead, well inside `toDateTime`'s range.)
+const MAX_GROUP_MONTHS: usize = 100;
+/// Batches queued at most; beyond it a request waits for room (back-pressure, not loss).
+const BATCH_QUEUE: usize = 1_024;
 
 /// One stored event, as its columns.
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -229,7 +259,13 @@ impl ClickHouseEvents {
             .query("SELECT version()")
             .fetch_one::<String>()
             .await?;
-        Ok(ClickHouseEvents { client, version })
+        let (batches, queue) = mpsc::channel(BATCH_QUEUE);
+        tokio::spawn(write_batches(client.clone(), queue));
+        Ok(ClickHouseEvents {
+            client,
+            version,
+            batches,
+        })
     }
 
     pub fn version(&self) -> &str {
@@ -245,8 +281,8 @@ impl ClickHouseEvents {
             .is_ok()
     }
 
-    /// Stores the rows whose (user, event id) is not stored yet, in one insert; returns how many
-    /// that was. The rows' ids must be distinct.
+    /// Stores the rows whose (user, event id) is not stored yet; returns how many that was. The
+    /// rows' ids must be distinct. Returns once ClickHouse has acknowledged the insert.
     pub async fn insert(
         &self,
         rows: Vec<EventRow>,
@@ -255,56 +291,17 @@ impl ClickHouseEvents {
         if rows.is_empty() {
             return Ok(0);
         }
-        let users: Vec<&str> = rows
-            .iter()
-            .map(|row| row.user_id.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
-        let stored: HashSet<(String, String)> = self
-            .client
-            .query(
-                "SELECT DISTINCT user_id, event_id FROM events \
-                 WHERE user_id IN (SELECT arrayJoin(?)) AND event_id IN (SELECT arrayJoin(?))",
-            )
-            .bind(users)
-            .bind(ids)
-            .fetch_all::<(String, String)>()
-            .await?
-            .into_iter()
-            .collect();
-        let received_at_us = received_at.timestamp_micros();
-        // The highest `keep` wins a merge: the earliest received copy.
-        let keep = u64::MAX - received_at_us.max(0) as u64;
-        let fresh: Vec<StoredRow> = rows
-            .into_iter()
-            .filter(|row| !stored.contains(&(row.user_id.clone(), row.event_id.clone())))
-            .map(|row| StoredRow {
-                id: event_key(&row.event_id),
-                timestamp_us: row.timestamp.timestamp_micros(),
-                received_at_us,
-                properties: row.properties.to_string(),
-                event_id: row.event_id,
-                user_id: row.user_id,
-                session_id: row.session_id,
-                event_name: row.event_name,
-                experiment_id: row.experiment_id,
-                cohort: row.cohort,
-                keep,
+        let stopped = || ClickHouseError::Stopped;
+        let (reply, answer) = oneshot::channel();
+        self.batches
+            .send(PendingBatch {
+                rows,
+                received_at,
+                reply,
             })
-            .collect();
-        if fresh.is_empty() {
-            return Ok(0);
-        }
-        // One INSERT: the reply comes once ClickHouse has written it, so nothing acknowledged is
-        // lost.
-        let mut insert = self.client.insert::<StoredRow>("events").await?;
-        for row in &fresh {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-        Ok(fresh.len() as u64)
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Stores copies of assignments (again: copies of one assignment fold into its latest).
@@ -540,6 +537,120 @@ impl ClickHouseEvents {
             .await?;
         Ok(rows.into_iter().filter_map(readable).collect())
     }
+}
+
+/// The writer task: whatever batches are queued, up to a group, stored at once; each batch is
+/// answered with its own count once the group's INSERT is acknowledged (or its error).
+async fn write_batches(client: Client, mut queue: mpsc::Receiver<PendingBatch>) {
+    let mut carried: Option<PendingBatch> = None;
+    loop {
+        let first = match carried.take() {
+            Some(batch) => batch,
+            None => match queue.recv().await {
+                Some(batch) => batch,
+                None => return,
+            },
+        };
+        let mut months: HashSet<i64> = months_of(&first.rows);
+        let mut events = first.rows.len();
+        let mut group = vec![first];
+        while events < MAX_GROUP_EVENTS {
+            let Ok(batch) = queue.try_recv() else { break };
+            let mut widened = months.clone();
+            widened.extend(months_of(&batch.rows));
+            if widened.len() > MAX_GROUP_MONTHS || events + batch.rows.len() > MAX_GROUP_EVENTS {
+                carried = Some(batch);
+                break;
+            }
+            months = widened;
+            events += batch.rows.len();
+            group.push(batch);
+        }
+        match store_group(&client, &group).await {
+            Ok(counts) => {
+                for (batch, count) in group.into_iter().zip(counts) {
+                    let _ = batch.reply.send(Ok(count));
+                }
+            }
+            Err(error) => {
+                for batch in group {
+                    let _ = batch.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The months (partitions) a batch's events fall in, as whole months since year 0.
+fn months_of(rows: &[EventRow]) -> HashSet<i64> {
+    use chrono::Datelike;
+    rows.iter()
+        .map(|row| i64::from(row.timestamp.year()) * 12 + i64::from(row.timestamp.month0()))
+        .collect()
+}
+
+/// Stores a group of batches; returns each batch's count of new events. An id already stored for
+/// its user, or taken by an earlier batch of the group, is a duplicate.
+async fn store_group(client: &Client, group: &[PendingBatch]) -> Result<Vec<u64>, ClickHouseError> {
+    let users: Vec<&str> = group
+        .iter()
+        .flat_map(|batch| batch.rows.iter().map(|row| row.user_id.as_str()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let ids: Vec<&str> = group
+        .iter()
+        .flat_map(|batch| batch.rows.iter().map(|row| row.event_id.as_str()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut taken: HashSet<(String, String)> = client
+        .query(
+            "SELECT DISTINCT user_id, event_id FROM events \
+             WHERE user_id IN (SELECT arrayJoin(?)) AND event_id IN (SELECT arrayJoin(?))",
+        )
+        .bind(users)
+        .bind(ids)
+        .fetch_all::<(String, String)>()
+        .await?
+        .into_iter()
+        .collect();
+    let mut counts = Vec::with_capacity(group.len());
+    let mut fresh = Vec::new();
+    for batch in group {
+        let received_at_us = batch.received_at.timestamp_micros();
+        // The highest `keep` wins a merge: the earliest received copy.
+        let keep = u64::MAX - received_at_us.max(0) as u64;
+        let before = fresh.len();
+        for row in &batch.rows {
+            if !taken.insert((row.user_id.clone(), row.event_id.clone())) {
+                continue;
+            }
+            fresh.push(StoredRow {
+                id: event_key(&row.event_id),
+                timestamp_us: row.timestamp.timestamp_micros(),
+                received_at_us,
+                properties: row.properties.to_string(),
+                event_id: row.event_id.clone(),
+                user_id: row.user_id.clone(),
+                session_id: row.session_id.clone(),
+                event_name: row.event_name.clone(),
+                experiment_id: row.experiment_id.clone(),
+                cohort: row.cohort.clone(),
+                keep,
+            });
+        }
+        counts.push((fresh.len() - before) as u64);
+    }
+    if !fresh.is_empty() {
+        // One INSERT: the replies wait for its acknowledgement, so nothing acknowledged is lost.
+        let mut insert = client.insert::<StoredRow>("events").await?;
+        for row in &fresh {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    Ok(counts)
 }
 
 fn bind_all(mut query: clickhouse::query::Query, args: Vec<Arg>) -> clickhouse::query::Query {

@@ -881,3 +881,34 @@ async fn the_events_store_is_reported_and_live_events_on_clickhouse_are_refused_
         "{message}"
     );
 }
+
+/// Batches spread over many months arriving together are all stored, each counted on its own:
+/// the ClickHouse writer stores concurrent batches in one INSERT, and current ClickHouse releases
+/// refuse one INSERT over more than 100 months (18.16 has no such limit), so it splits groups.
+#[tokio::test]
+async fn concurrent_batches_spread_over_decades_are_all_stored() {
+    let app = TestApp::spawn().await;
+    let batch = |client: usize| -> Vec<EventInput> {
+        (0..100)
+            .map(|i| {
+                // Each event in a different month; together the clients cover 2000–2020 (event
+                // times start at 2000), about 250 months.
+                let year = 2000 + client * 4 + i / 12;
+                let month = i % 12 + 1;
+                at(
+                    event(&format!("decades-{client}"), "tick"),
+                    json!(format!("{year:04}-{month:02}-15T12:00:00Z")),
+                )
+            })
+            .collect()
+    };
+    let outcomes =
+        futures_util::future::join_all((0..4).map(|client| app.collect(batch(client)))).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.accepted, 100, "{outcome:?}");
+    }
+    for client in 0..4 {
+        let (stored, distinct) = app.stored_event_ids(&format!("decades-{client}")).await;
+        assert_eq!((stored, distinct), (100, 100));
+    }
+}
