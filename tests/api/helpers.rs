@@ -124,25 +124,34 @@ impl Drop for TestDatabase {
             return;
         };
         let (server_url, name) = (server_url.clone(), name.clone());
-        // Drop runs inside the test's runtime, which cannot be blocked on; use a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("build a runtime");
-            runtime.block_on(async {
-                let server = Database::connect(server_url.as_str()).await?;
-                server
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await?;
-                server.close().await
-            })
-        })
-        .join();
+        let dropped = run_aside(|| async move {
+            let server = Database::connect(server_url.as_str()).await?;
+            server
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
+            server.close().await
+        });
         if !matches!(dropped, Ok(Ok(()))) {
             eprintln!("could not drop a test database: {dropped:?}");
         }
     }
+}
+
+/// Runs `work` to completion on a runtime and a thread of its own: `Drop` runs inside a test's
+/// runtime, which cannot be blocked on.
+fn run_aside<T, F>(work: impl FnOnce() -> F + Send + 'static) -> std::thread::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build a runtime")
+            .block_on(work())
+    })
+    .join()
 }
 
 /// The server, running on an ephemeral port with its own database.
@@ -210,22 +219,14 @@ impl EventsDatabase {
 impl Drop for EventsDatabase {
     fn drop(&mut self) {
         let (http_url, name) = (self.http_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, which cannot be blocked on; use a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("build a runtime");
-            runtime.block_on(async {
-                reqwest::Client::new()
-                    .post(&http_url)
-                    .body(format!("DROP DATABASE IF EXISTS {name}"))
-                    .send()
-                    .await?
-                    .error_for_status()
-            })
-        })
-        .join();
+        let dropped = run_aside(|| async move {
+            reqwest::Client::new()
+                .post(&http_url)
+                .body(format!("DROP DATABASE IF EXISTS {name}"))
+                .send()
+                .await?
+                .error_for_status()
+        });
         if !matches!(dropped, Ok(Ok(_))) {
             eprintln!("could not drop a ClickHouse test database: {dropped:?}");
         }
