@@ -14,10 +14,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use crate::{
     auth::Keys,
     config::{Config, DatabaseConfig},
-    db::{
-        self,
-        clickhouse::{ClickHouseEvents, EventsUrl},
-    },
+    db::{self, clickhouse::ClickHouseEvents},
     domain::{CacheBudget, Services, events::EventStore},
     graphql::Sockets,
     http,
@@ -207,15 +204,12 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Routers> {
     let events = match &config.database.events_url {
         None => EventStore::Main,
         Some(url) => {
-            let url = EventsUrl::parse(url)
-                .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
-            let store = ClickHouseEvents::connect(&url).await.with_context(|| {
-                format!(
-                    "cannot reach the ClickHouse events store at {} (database {})",
-                    url.http_url, url.database
-                )
-            })?;
-            tracing::info!(version = store.version(), database = %url.database, "events are stored in ClickHouse");
+            let store = ClickHouseEvents::open(url).await?;
+            tracing::info!(
+                version = store.version(),
+                database = store.database(),
+                "events are stored in ClickHouse"
+            );
             EventStore::ClickHouse(Arc::new(store))
         }
     };

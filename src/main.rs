@@ -75,18 +75,14 @@ async fn backfill_events(config: &Config) -> anyhow::Result<()> {
             "events backfill copies to the store --events-url (OCTP_EVENTS_URL) names; it is not set"
         );
     };
-    let url = db::clickhouse::EventsUrl::parse(url)
-        .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
-    let store = db::clickhouse::ClickHouseEvents::connect(&url)
-        .await
-        .with_context(|| format!("cannot reach ClickHouse at {}", url.http_url))?;
+    let store = db::clickhouse::ClickHouseEvents::open(url).await?;
     let database = db::connect(&config.database)
         .await
         .context("cannot connect to the main database")?;
     let copied = db::assignments::backfill(&database, &store).await?;
     println!(
         "copied {copied} assignments to ClickHouse (database {})",
-        url.database
+        store.database()
     );
     Ok(())
 }

@@ -102,6 +102,7 @@ pub struct ClickHouseEvents {
     client: Client,
     /// `SELECT version()` at startup, for health reports and version-gated features.
     version: String,
+    database: String,
     batches: mpsc::Sender<PendingBatch>,
 }
 
@@ -233,9 +234,22 @@ impl EventsUrl {
 }
 
 impl ClickHouseEvents {
+    /// `--events-url` parsed and connected, with errors that name the option and the server.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let url = EventsUrl::parse(url)
+            .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
+        Self::connect(&url).await.with_context(|| {
+            format!(
+                "cannot reach the ClickHouse events store at {} (database {})",
+                url.http_url, url.database
+            )
+        })
+    }
+
     /// Connects, creates the database and the events table when missing, and reads the server's
     /// version.
-    pub async fn connect(url: &EventsUrl) -> Result<Self, ClickHouseError> {
+    async fn connect(url: &EventsUrl) -> Result<Self, ClickHouseError> {
         // Validation asks the server for the table's column types in a format 18.16 lacks; the
         // rows are checked here instead, by `StoredRow`'s types matching `CREATE_EVENTS`.
         let mut client = Client::default()
@@ -264,8 +278,13 @@ impl ClickHouseEvents {
         Ok(ClickHouseEvents {
             client,
             version,
+            database: url.database.clone(),
             batches,
         })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
     }
 
     pub fn version(&self) -> &str {
@@ -502,8 +521,11 @@ impl ClickHouseEvents {
             .is_some_and(|major| major >= 20)
     }
 
-    /// One page of a user's events, newest first, plus one row when another page follows.
-    pub async fn history(&self, filter: HistoryFilter<'_>) -> Result<Vec<Event>, ClickHouseError> {
+    /// One page of a user's events, newest first, and whether another page follows.
+    pub async fn history(
+        &self,
+        filter: HistoryFilter<'_>,
+    ) -> Result<(Vec<Event>, bool), ClickHouseError> {
         let mut sql = String::from("SELECT ?fields FROM events FINAL WHERE user_id = ?");
         if filter.event_name.is_some() {
             sql.push_str(" AND event_name = ?");
@@ -535,7 +557,14 @@ impl ClickHouseEvents {
             .bind(filter.limit + 1)
             .fetch_all::<StoredRow>()
             .await?;
-        Ok(rows.into_iter().filter_map(readable).collect())
+        // Counted before unreadable rows are dropped, as on the main database.
+        let has_next_page = rows.len() as u64 > filter.limit;
+        let events = rows
+            .into_iter()
+            .take(filter.limit as usize)
+            .filter_map(readable)
+            .collect();
+        Ok((events, has_next_page))
     }
 }
 
@@ -556,13 +585,15 @@ async fn write_batches(client: Client, mut queue: mpsc::Receiver<PendingBatch>) 
         let mut group = vec![first];
         while events < MAX_GROUP_EVENTS {
             let Ok(batch) = queue.try_recv() else { break };
-            let mut widened = months.clone();
-            widened.extend(months_of(&batch.rows));
-            if widened.len() > MAX_GROUP_MONTHS || events + batch.rows.len() > MAX_GROUP_EVENTS {
+            let batch_months = months_of(&batch.rows);
+            let new_months = batch_months.difference(&months).count();
+            if months.len() + new_months > MAX_GROUP_MONTHS
+                || events + batch.rows.len() > MAX_GROUP_EVENTS
+            {
                 carried = Some(batch);
                 break;
             }
-            months = widened;
+            months.extend(batch_months);
             events += batch.rows.len();
             group.push(batch);
         }
@@ -592,18 +623,16 @@ fn months_of(rows: &[EventRow]) -> HashSet<i64> {
 /// Stores a group of batches; returns each batch's count of new events. An id already stored for
 /// its user, or taken by an earlier batch of the group, is a duplicate.
 async fn store_group(client: &Client, group: &[PendingBatch]) -> Result<Vec<u64>, ClickHouseError> {
-    let users: Vec<&str> = group
-        .iter()
-        .flat_map(|batch| batch.rows.iter().map(|row| row.user_id.as_str()))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let ids: Vec<&str> = group
-        .iter()
-        .flat_map(|batch| batch.rows.iter().map(|row| row.event_id.as_str()))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let distinct = |column: fn(&EventRow) -> &str| -> Vec<&str> {
+        group
+            .iter()
+            .flat_map(|batch| batch.rows.iter().map(column))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let users = distinct(|row| &row.user_id);
+    let ids = distinct(|row| &row.event_id);
     let mut taken: HashSet<(String, String)> = client
         .query(
             "SELECT DISTINCT user_id, event_id FROM events \
@@ -695,11 +724,8 @@ fn readable(row: StoredRow) -> Option<Event> {
 /// A stable, non-negative number per event id: the tie-breaker of history order and cursors
 /// (ClickHouse has no row ids). Every copy of a resent event gets the same one.
 fn event_key(event_id: &str) -> i64 {
-    let hash = blake3::hash(event_id.as_bytes());
-    let bytes: [u8; 8] = hash.as_bytes()[..8]
-        .try_into()
-        .expect("a blake3 hash has 32 bytes");
-    (u64::from_le_bytes(bytes) >> 1) as i64
+    let [a, b, c, d, e, f, g, h, ..] = *blake3::hash(event_id.as_bytes()).as_bytes();
+    (u64::from_le_bytes([a, b, c, d, e, f, g, h]) >> 1) as i64
 }
 
 #[cfg(test)]

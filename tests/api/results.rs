@@ -723,10 +723,7 @@ async fn experiments_stored_before_metrics_existed_upgrade_with_none_saved() {
 /// backfill` (run twice: copies fold into one), and results there count their users.
 #[tokio::test]
 async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it_runs() {
-    use octp_backend::db::{
-        assignments::backfill,
-        clickhouse::{ClickHouseEvents, EventsUrl},
-    };
+    use octp_backend::db::{assignments::backfill, clickhouse::ClickHouseEvents};
 
     use crate::helpers::{EventsDatabase, TestDatabase, skip};
 
@@ -753,7 +750,7 @@ async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it
             .await;
     }
 
-    let store = ClickHouseEvents::connect(&EventsUrl::parse(&events.events_url()).unwrap())
+    let store = ClickHouseEvents::open(&events.events_url())
         .await
         .expect("ClickHouse answers");
     let main = before.database.connect().await;

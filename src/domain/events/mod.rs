@@ -243,7 +243,7 @@ impl EventService {
     pub async fn user_events(&self, query: UserEventsQuery) -> Result<EventPage> {
         if let EventStore::ClickHouse(store) = &self.store {
             let filter = query::parse_filter(&query)?;
-            let mut events = store
+            let (events, has_next_page) = store
                 .history(HistoryFilter {
                     user_id: &query.user_id,
                     event_name: query.event_name.as_deref(),
@@ -256,8 +256,6 @@ impl EventService {
                 })
                 .await
                 .map_err(store_unavailable)?;
-            let has_next_page = events.len() as u64 > filter.limit;
-            events.truncate(filter.limit as usize);
             return Ok(EventPage {
                 events,
                 has_next_page,
