@@ -204,10 +204,12 @@ pub async fn build_router(config: &Config) -> anyhow::Result<Routers> {
     let events = match &config.database.events_url {
         None => EventStore::Main,
         Some(url) => {
-            let store = ClickHouseEvents::open(url).await?;
+            let store =
+                ClickHouseEvents::open(url, config.database.events_cluster.as_deref()).await?;
             tracing::info!(
                 version = store.version(),
                 database = store.database(),
+                cluster = store.cluster(),
                 "events are stored in ClickHouse"
             );
             EventStore::ClickHouse(Arc::new(store))

@@ -135,6 +135,16 @@ pub struct DatabaseConfig {
         hide_env_values = true
     )]
     pub events_url: Option<String>,
+    /// The ClickHouse cluster (a name from the servers' `remote_servers`) to spread events over:
+    /// tables are made on every shard with `ON CLUSTER` DDL (ZooKeeper), behind `Distributed`
+    /// tables sharded by user. Unset: one ClickHouse server.
+    #[arg(
+        long = "events-cluster",
+        env = "OCTP_EVENTS_CLUSTER",
+        global = true,
+        requires = "events_url"
+    )]
+    pub events_cluster: Option<String>,
 }
 
 /// The URL's password never reaches logs, even through `{:?}`.
@@ -149,6 +159,7 @@ impl fmt::Debug for DatabaseConfig {
                 "events_url",
                 &self.events_url.as_deref().map(redact_password),
             )
+            .field("events_cluster", &self.events_cluster)
             .finish()
     }
 }
@@ -320,6 +331,7 @@ impl Config {
                 acquire_timeout_secs: 3,
                 analysis_parallel_workers: None,
                 events_url: None,
+                events_cluster: None,
             },
             server: ServerConfig {
                 disable_introspection: false,

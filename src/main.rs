@@ -75,7 +75,9 @@ async fn backfill_events(config: &Config) -> anyhow::Result<()> {
             "events backfill copies to the store --events-url (OCTP_EVENTS_URL) names; it is not set"
         );
     };
-    let store = db::clickhouse::ClickHouseEvents::open(url).await?;
+    let store =
+        db::clickhouse::ClickHouseEvents::open(url, config.database.events_cluster.as_deref())
+            .await?;
     let database = db::connect(&config.database)
         .await
         .context("cannot connect to the main database")?;

@@ -8,6 +8,11 @@
 //! - two batches racing with one id both store it, and `ReplacingMergeTree` keyed by (user, event
 //!   id) folds the copies into one, which every read sees through `FINAL`. `keep` makes the first
 //!   received copy the one kept, as the main database keeps the first stored row.
+//!
+//! On a cluster (`--events-cluster`), each table is a `*_local` table on every shard, made with
+//! `ON CLUSTER` DDL, behind a `Distributed` table of the plain name sharded by
+//! `cityHash64(user_id)`: a user's events and assignments live on one shard, so the dedup above
+//! and the results' join stay shard-local. Inserts wait for every shard (`insert_distributed_sync`).
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -29,7 +34,7 @@ use crate::{
 
 /// The events table. Partitioned by the month of the event's own time (old months can be dropped
 /// or moved whole) and sorted by user first, so one user's history is one contiguous range.
-const CREATE_EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
+const EVENTS_TABLE: &str = "(
     id Int64,
     event_id String,
     user_id String,
@@ -47,7 +52,7 @@ ORDER BY (user_id, event_id)";
 
 /// Copies of the main database's assignments, for results computed next to the events. A
 /// reassignment (its cohort was removed) stores a later `assigned_at`, and the latest copy wins.
-const CREATE_ASSIGNMENTS: &str = "CREATE TABLE IF NOT EXISTS assignments (
+const ASSIGNMENTS_TABLE: &str = "(
     experiment_id String,
     user_id String,
     cohort String,
@@ -83,7 +88,7 @@ struct CohortUsersRow {
 
 #[derive(Debug, Row, Deserialize)]
 struct CohortSumsRow {
-    cohort: String,
+    analysed_cohort: String,
     sums: Vec<f64>,
     squares: Vec<f64>,
 }
@@ -103,6 +108,10 @@ pub struct ClickHouseEvents {
     /// `SELECT version()` at startup, for health reports and version-gated features.
     version: String,
     database: String,
+    cluster: Option<String>,
+    /// The assignments table on the shard a query runs on: the results' join reads it next to
+    /// each shard's events. Qualified by the database: shards run a query in their own default.
+    local_assignments: String,
     batches: mpsc::Sender<PendingBatch>,
 }
 
@@ -115,6 +124,9 @@ pub enum ClickHouseError {
     Client(Arc<clickhouse::error::Error>),
     #[error("the ClickHouse event writer has stopped")]
     Stopped,
+    /// Tables made for a cluster reached without `--events-cluster`, or the reverse.
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl From<clickhouse::error::Error> for ClickHouseError {
@@ -215,11 +227,7 @@ impl EventsUrl {
             },
         };
         let database = decode(database)?;
-        if database.is_empty()
-            || !database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !is_identifier(&database) {
             return Err(format!(
                 "must name a database of letters, digits and '_' after the host (got {database:?})"
             ));
@@ -234,24 +242,36 @@ impl EventsUrl {
 }
 
 impl ClickHouseEvents {
-    /// `--events-url` parsed and connected, with errors that name the option and the server.
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    /// `--events-url` (and `--events-cluster`) parsed and connected, with errors that name the
+    /// options and the server.
+    pub async fn open(url: &str, cluster: Option<&str>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let url = EventsUrl::parse(url)
             .map_err(|problem| anyhow::anyhow!("--events-url (OCTP_EVENTS_URL) {problem}"))?;
-        Self::connect(&url).await.with_context(|| {
-            format!(
+        if let Some(cluster) = cluster
+            && !is_identifier(cluster)
+        {
+            anyhow::bail!(
+                "--events-cluster (OCTP_EVENTS_CLUSTER) must name a cluster of ClickHouse's remote_servers in letters, digits and '_' (got {cluster:?})"
+            );
+        }
+        Self::connect(&url, cluster).await.with_context(|| match cluster {
+            None => format!(
                 "cannot reach the ClickHouse events store at {} (database {})",
                 url.http_url, url.database
-            )
+            ),
+            Some(cluster) => format!(
+                "cannot reach the ClickHouse events store at {} (database {}, cluster {cluster})",
+                url.http_url, url.database
+            ),
         })
     }
 
-    /// Connects, creates the database and the events table when missing, and reads the server's
+    /// Connects, creates the database and the tables when missing, and reads the server's
     /// version.
-    async fn connect(url: &EventsUrl) -> Result<Self, ClickHouseError> {
+    async fn connect(url: &EventsUrl, cluster: Option<&str>) -> Result<Self, ClickHouseError> {
         // Validation asks the server for the table's column types in a format 18.16 lacks; the
-        // rows are checked here instead, by `StoredRow`'s types matching `CREATE_EVENTS`.
+        // rows are checked here instead, by `StoredRow`'s types matching `EVENTS_TABLE`.
         let mut client = Client::default()
             .with_url(&url.http_url)
             .with_validation(false);
@@ -261,14 +281,19 @@ impl ClickHouseEvents {
         if let Some(password) = &url.password {
             client = client.with_password(password);
         }
-        // The database name was checked to be letters, digits and '_'; DDL cannot bind it.
-        client
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", url.database))
-            .execute()
-            .await?;
+        if cluster.is_some() {
+            // Acknowledged only once every shard holds its rows: a reply never names events that
+            // a shard could still lose.
+            client = client.with_setting("insert_distributed_sync", "1");
+        }
+        // Before any DDL: statements for one layout would add tables next to the other's.
+        check_layout(&client, &url.database, cluster).await?;
+        // The database and cluster names were checked to be letters, digits and '_'; DDL cannot
+        // bind them.
+        for statement in schema(&url.database, cluster) {
+            client.query(&statement).execute().await?;
+        }
         let client = client.with_database(&url.database);
-        client.query(CREATE_EVENTS).execute().await?;
-        client.query(CREATE_ASSIGNMENTS).execute().await?;
         let version = client
             .query("SELECT version()")
             .fetch_one::<String>()
@@ -279,8 +304,18 @@ impl ClickHouseEvents {
             client,
             version,
             database: url.database.clone(),
+            cluster: cluster.map(str::to_owned),
+            local_assignments: match cluster {
+                Some(_) => format!("{}.assignments_local", url.database),
+                None => format!("{}.assignments", url.database),
+            },
             batches,
         })
+    }
+
+    /// The cluster the tables are spread over, if any.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     pub fn database(&self) -> &str {
@@ -393,7 +428,7 @@ impl ClickHouseEvents {
             bind_all(self.client.query(&sql), args).fetch_all().await?;
 
         let metrics = analysis.metrics;
-        let mut sql = String::from("SELECT cohort, [");
+        let mut sql = String::from("SELECT analysed_cohort, [");
         for index in 0..metrics.len() {
             if index > 0 {
                 sql.push_str(", ");
@@ -407,22 +442,29 @@ impl ClickHouseEvents {
             }
             sql.push_str(&format!("toFloat64(sum(y{index} * y{index}))"));
         }
-        sql.push_str("] AS squares FROM (SELECT user_id, any(cohort) AS cohort");
+        sql.push_str("] AS squares FROM (SELECT user_id, any(assigned_cohort) AS analysed_cohort");
         let mut args = Vec::new();
         for (index, metric) in metrics.iter().enumerate() {
             sql.push_str(", ");
             self.user_value(&mut sql, &mut args, metric);
             sql.push_str(&format!(" AS y{index}"));
         }
+        // The events table is the FROM of the join itself: on a cluster the join then runs on
+        // each shard, against that shard's assignments (a user's rows share a shard). The
+        // assignments (one row per analysed user) are the join's right side, held in memory;
+        // the events stream past them.
+        sql.push_str(&format!(
+            " FROM events FINAL ALL INNER JOIN (SELECT user_id, cohort AS assigned_cohort, \
+             assigned_at_us FROM {} FINAL WHERE {users_filter}) USING user_id",
+            self.local_assignments
+        ));
+        args.extend(users_args);
+        // PREWHERE reads only the metrics' events. It filters before FINAL folds copies, which
+        // is sound here: copies of one event have the same name and time.
         let mut names: Vec<String> = metrics.iter().map(|m| m.event_name.clone()).collect();
         names.sort_unstable();
         names.dedup();
-        // The assignments (one row per analysed user) are the join's right side, held in memory;
-        // the events stream past them.
-        sql.push_str(
-            " FROM (SELECT user_id, event_name, timestamp_us, properties FROM events FINAL \
-             WHERE has(?, event_name)",
-        );
+        sql.push_str(" PREWHERE has(?, event_name)");
         args.push(Arg::Texts(names));
         if let Some(since) = analysis.since {
             sql.push_str(" AND timestamp_us >= ?");
@@ -433,12 +475,7 @@ impl ClickHouseEvents {
             args.push(Arg::Int(until.timestamp_micros()));
         }
         sql.push_str(
-            ") ALL INNER JOIN (SELECT user_id, cohort, assigned_at_us FROM assignments FINAL WHERE ",
-        );
-        sql.push_str(&users_filter);
-        args.extend(users_args);
-        sql.push_str(
-            ") USING user_id WHERE timestamp_us >= assigned_at_us GROUP BY user_id) GROUP BY cohort",
+            " WHERE timestamp_us >= assigned_at_us GROUP BY user_id) GROUP BY analysed_cohort",
         );
         let sums: Vec<CohortSumsRow> = bind_all(self.client.query(&sql), args).fetch_all().await?;
 
@@ -451,7 +488,7 @@ impl ClickHouseEvents {
                 }
                 let metrics = sums
                     .iter()
-                    .find(|summed| summed.cohort == row.cohort)
+                    .find(|summed| summed.analysed_cohort == row.cohort)
                     .map(|summed| {
                         summed
                             .sums
@@ -680,6 +717,73 @@ async fn store_group(client: &Client, group: &[PendingBatch]) -> Result<Vec<u64>
         insert.end().await?;
     }
     Ok(counts)
+}
+
+/// Refuses tables laid out for the other mode: `CREATE … IF NOT EXISTS` keeps whatever exists, and
+/// a single-node table read as a cluster's (or the reverse) would silently split or miss events.
+async fn check_layout(
+    client: &Client,
+    database: &str,
+    cluster: Option<&str>,
+) -> Result<(), ClickHouseError> {
+    let tables: Vec<(String, String)> = client
+        .query(
+            "SELECT name, engine FROM system.tables \
+             WHERE database = ? AND name IN ('events', 'assignments')",
+        )
+        .bind(database)
+        .fetch_all()
+        .await?;
+    for (table, engine) in tables {
+        let distributed = engine == "Distributed";
+        match cluster {
+            Some(cluster) if !distributed => {
+                return Err(ClickHouseError::Layout(format!(
+                    "table {database}.{table} is a {engine} table of one server, not a Distributed table over cluster {cluster}: \
+                     events stored there would not be spread over the shards; use another database for the cluster, or drop --events-cluster"
+                )));
+            }
+            None if distributed => {
+                return Err(ClickHouseError::Layout(format!(
+                    "table {database}.{table} is a Distributed table (made with --events-cluster); pass the same --events-cluster (OCTP_EVENTS_CLUSTER)"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` may be written into DDL as is (letters, digits and '_').
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The statements creating the database and its tables when missing; on a cluster, on every
+/// shard, with `Distributed` tables in front.
+fn schema(database: &str, cluster: Option<&str>) -> Vec<String> {
+    let tables = [("events", EVENTS_TABLE), ("assignments", ASSIGNMENTS_TABLE)];
+    match cluster {
+        None => std::iter::once(format!("CREATE DATABASE IF NOT EXISTS {database}"))
+            .chain(tables.iter().map(|(name, columns)| {
+                format!("CREATE TABLE IF NOT EXISTS {database}.{name} {columns}")
+            }))
+            .collect(),
+        Some(cluster) => {
+            let on = format!("ON CLUSTER {cluster}");
+            std::iter::once(format!("CREATE DATABASE IF NOT EXISTS {database} {on}"))
+                .chain(tables.iter().flat_map(|(name, columns)| {
+                    [
+                        format!("CREATE TABLE IF NOT EXISTS {database}.{name}_local {on} {columns}"),
+                        format!(
+                            "CREATE TABLE IF NOT EXISTS {database}.{name} {on} AS {database}.{name}_local \
+                             ENGINE = Distributed({cluster}, {database}, {name}_local, cityHash64(user_id))"
+                        ),
+                    ]
+                }))
+                .collect()
+        }
+    }
 }
 
 fn bind_all(mut query: clickhouse::query::Query, args: Vec<Arg>) -> clickhouse::query::Query {

@@ -171,11 +171,14 @@ pub struct EventsDatabase {
     /// ClickHouse's HTTP address, e.g. `http://127.0.0.1:18123`.
     pub http_url: String,
     pub name: String,
+    /// The cluster its tables are spread over, from TEST_EVENTS_CLUSTER.
+    pub cluster: Option<String>,
 }
 
 impl EventsDatabase {
     /// A fresh database name on the server TEST_EVENTS_URL (`clickhouse://host:port`) names; the
-    /// server creates it. `None` when TEST_EVENTS_URL is unset: events stay in the main database.
+    /// server creates it, over the cluster TEST_EVENTS_CLUSTER names if set. `None` when
+    /// TEST_EVENTS_URL is unset: events stay in the main database.
     pub fn from_env() -> Option<Self> {
         let url = std::env::var("TEST_EVENTS_URL")
             .ok()
@@ -189,6 +192,9 @@ impl EventsDatabase {
         Some(EventsDatabase {
             http_url: format!("http://{host}"),
             name: format!("octp_test_{}", uuid::Uuid::new_v4().simple()),
+            cluster: std::env::var("TEST_EVENTS_CLUSTER")
+                .ok()
+                .filter(|cluster| !cluster.is_empty()),
         })
     }
 
@@ -219,10 +225,15 @@ impl EventsDatabase {
 impl Drop for EventsDatabase {
     fn drop(&mut self) {
         let (http_url, name) = (self.http_url.clone(), self.name.clone());
+        let on_cluster = self
+            .cluster
+            .as_ref()
+            .map(|cluster| format!(" ON CLUSTER {cluster}"))
+            .unwrap_or_default();
         let dropped = run_aside(|| async move {
             reqwest::Client::new()
                 .post(&http_url)
-                .body(format!("DROP DATABASE IF EXISTS {name}"))
+                .body(format!("DROP DATABASE IF EXISTS {name}{on_cluster}"))
                 .send()
                 .await?
                 .error_for_status()
@@ -264,6 +275,9 @@ impl TestApp {
         let mut config = Config::with_database(database.url(), "127.0.0.1:0".parse().unwrap());
         let events_database = EventsDatabase::from_env();
         config.database.events_url = events_database.as_ref().map(EventsDatabase::events_url);
+        config.database.events_cluster = events_database
+            .as_ref()
+            .and_then(|events| events.cluster.clone());
         adjust(&mut config);
         let app = App::build(config).await.expect("the server starts");
         let address = app.local_addr();

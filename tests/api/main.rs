@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod browser;
+mod cluster;
 mod config;
 mod console;
 mod db_faults;

@@ -737,6 +737,7 @@ async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it
     };
     let before = TestApp::spawn_with(TestDatabase::create().await, |config| {
         config.database.events_url = None;
+        config.database.events_cluster = None;
     })
     .await;
     before
@@ -750,7 +751,7 @@ async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it
             .await;
     }
 
-    let store = ClickHouseEvents::open(&events.events_url())
+    let store = ClickHouseEvents::open(&events.events_url(), events.cluster.as_deref())
         .await
         .expect("ClickHouse answers");
     let main = before.database.connect().await;
@@ -759,7 +760,10 @@ async fn assignments_made_before_clickhouse_are_backfilled_once_however_often_it
 
     let after = TestApp::spawn_with(
         TestDatabase::External(before.database.url().to_owned()),
-        |config| config.database.events_url = Some(events.events_url()),
+        |config| {
+            config.database.events_url = Some(events.events_url());
+            config.database.events_cluster = events.cluster.clone();
+        },
     )
     .await;
     let metric = json!([{"key": "buyer", "eventName": "purchase", "kind": "CONVERSION"}]);

@@ -124,7 +124,10 @@ impl EventStore {
     pub fn describe(&self) -> Option<String> {
         match self {
             EventStore::Main => None,
-            EventStore::ClickHouse(store) => Some(format!("clickhouse {}", store.version())),
+            EventStore::ClickHouse(store) => Some(match store.cluster() {
+                None => format!("clickhouse {}", store.version()),
+                Some(cluster) => format!("clickhouse {} cluster {cluster}", store.version()),
+            }),
         }
     }
 
