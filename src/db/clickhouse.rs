@@ -32,9 +32,8 @@ use crate::{
     },
 };
 
-/// The events table. Partitioned by the month of the event's own time (old months can be dropped
-/// or moved whole) and sorted by user first, so one user's history is one contiguous range.
-const EVENTS_TABLE: &str = "(
+/// The events table's columns; `recent_events` has the same.
+const EVENT_COLUMNS: &str = "(
     id Int64,
     event_id String,
     user_id String,
@@ -46,9 +45,25 @@ const EVENTS_TABLE: &str = "(
     experiment_id Nullable(String),
     cohort Nullable(String),
     keep UInt64
-) ENGINE = ReplacingMergeTree(keep)
+)";
+
+/// The events table. Partitioned by the month of the event's own time (old months can be dropped
+/// or moved whole) and sorted by user first, so one user's history is one contiguous range.
+const EVENTS_ENGINE: &str = "ENGINE = ReplacingMergeTree(keep)
 PARTITION BY toYYYYMM(toDateTime(intDiv(timestamp_us, 1000000), 'UTC'))
 ORDER BY (user_id, event_id)";
+
+/// The last days' events in the order they were received, for `liveEvents`: a materialized view
+/// copies every insert into `events` here, and whole days older than [`RECENT_DAYS`] are dropped.
+/// Sorted by arrival, so the newest events are one short range however large `events` grows.
+const RECENT_EVENTS_ENGINE: &str = "ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(received_at_us, 1000000), 'UTC'))
+ORDER BY (received_at_us, user_id, event_id)";
+
+/// Days of `recent_events` kept before the current UTC day.
+const RECENT_DAYS: i64 = 2;
+/// How often days older than [`RECENT_DAYS`] are dropped.
+const RECENT_EVENTS_PRUNED_EVERY: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 /// Copies of the main database's assignments, for results computed next to the events. A
 /// reassignment (its cohort was removed) stores a later `assigned_at`, and the latest copy wins.
@@ -168,6 +183,14 @@ struct StoredRow {
     keep: u64,
 }
 
+/// Where a row of `recent_events` sorts: when it was received, then its user and event id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecentKey {
+    pub received_at_us: i64,
+    pub user_id: String,
+    pub event_id: String,
+}
+
 /// A `userEvents` page request, already validated.
 pub struct HistoryFilter<'a> {
     pub user_id: &'a str,
@@ -271,7 +294,7 @@ impl ClickHouseEvents {
     /// version.
     async fn connect(url: &EventsUrl, cluster: Option<&str>) -> Result<Self, ClickHouseError> {
         // Validation asks the server for the table's column types in a format 18.16 lacks; the
-        // rows are checked here instead, by `StoredRow`'s types matching `EVENTS_TABLE`.
+        // rows are checked here instead, by `StoredRow`'s types matching `EVENT_COLUMNS`.
         let mut client = Client::default()
             .with_url(&url.http_url)
             .with_validation(false);
@@ -300,6 +323,11 @@ impl ClickHouseEvents {
             .await?;
         let (batches, queue) = mpsc::channel(BATCH_QUEUE);
         tokio::spawn(write_batches(client.clone(), queue));
+        tokio::spawn(prune_recent_events(
+            client.clone(),
+            url.database.clone(),
+            cluster.map(str::to_owned),
+        ));
         Ok(ClickHouseEvents {
             client,
             version,
@@ -558,6 +586,45 @@ impl ClickHouseEvents {
             .is_some_and(|major| major >= 20)
     }
 
+    /// Events received at or after `since_us`, after the `after` key, in the order they were
+    /// received: (received µs, user, event id, the event). At most `limit` rows are read.
+    pub async fn recent(
+        &self,
+        since_us: i64,
+        after: Option<&RecentKey>,
+        limit: u64,
+    ) -> Result<Vec<(RecentKey, Option<Event>)>, ClickHouseError> {
+        let mut sql = String::from("SELECT ?fields FROM recent_events WHERE received_at_us >= ?");
+        if after.is_some() {
+            sql.push_str(
+                " AND (received_at_us > ? OR (received_at_us = ? AND (user_id > ? \
+                 OR (user_id = ? AND event_id > ?))))",
+            );
+        }
+        sql.push_str(" ORDER BY received_at_us, user_id, event_id LIMIT ?");
+        let mut query = self.client.query(&sql).bind(since_us);
+        if let Some(key) = after {
+            query = query
+                .bind(key.received_at_us)
+                .bind(key.received_at_us)
+                .bind(&key.user_id)
+                .bind(&key.user_id)
+                .bind(&key.event_id);
+        }
+        let rows = query.bind(limit).fetch_all::<StoredRow>().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let key = RecentKey {
+                    received_at_us: row.received_at_us,
+                    user_id: row.user_id.clone(),
+                    event_id: row.event_id.clone(),
+                };
+                (key, readable(row))
+            })
+            .collect())
+    }
+
     /// One page of a user's events, newest first, and whether another page follows.
     pub async fn history(
         &self,
@@ -762,26 +829,60 @@ fn is_identifier(name: &str) -> bool {
 /// The statements creating the database and its tables when missing; on a cluster, on every
 /// shard, with `Distributed` tables in front.
 fn schema(database: &str, cluster: Option<&str>) -> Vec<String> {
-    let tables = [("events", EVENTS_TABLE), ("assignments", ASSIGNMENTS_TABLE)];
-    match cluster {
-        None => std::iter::once(format!("CREATE DATABASE IF NOT EXISTS {database}"))
-            .chain(tables.iter().map(|(name, columns)| {
-                format!("CREATE TABLE IF NOT EXISTS {database}.{name} {columns}")
-            }))
-            .collect(),
-        Some(cluster) => {
-            let on = format!("ON CLUSTER {cluster}");
-            std::iter::once(format!("CREATE DATABASE IF NOT EXISTS {database} {on}"))
-                .chain(tables.iter().flat_map(|(name, columns)| {
-                    [
-                        format!("CREATE TABLE IF NOT EXISTS {database}.{name}_local {on} {columns}"),
-                        format!(
-                            "CREATE TABLE IF NOT EXISTS {database}.{name} {on} AS {database}.{name}_local \
-                             ENGINE = Distributed({cluster}, {database}, {name}_local, cityHash64(user_id))"
-                        ),
-                    ]
-                }))
-                .collect()
+    let tables = [
+        ("events", format!("{EVENT_COLUMNS} {EVENTS_ENGINE}")),
+        ("assignments", ASSIGNMENTS_TABLE.to_owned()),
+        (
+            "recent_events",
+            format!("{EVENT_COLUMNS} {RECENT_EVENTS_ENGINE}"),
+        ),
+    ];
+    // The view copies each insert into a shard's `events` to the same shard's `recent_events`.
+    let (on, local) = match cluster {
+        None => (String::new(), ""),
+        Some(cluster) => (format!(" ON CLUSTER {cluster}"), "_local"),
+    };
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {database}{on}")];
+    for (name, definition) in &tables {
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {database}.{name}{local}{on} {definition}"
+        ));
+        if let Some(cluster) = cluster {
+            statements.push(format!(
+                "CREATE TABLE IF NOT EXISTS {database}.{name}{on} AS {database}.{name}_local \
+                 ENGINE = Distributed({cluster}, {database}, {name}_local, cityHash64(user_id))"
+            ));
+        }
+    }
+    statements.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.recent_events_feed{on} \
+         TO {database}.recent_events{local} AS SELECT * FROM {database}.events{local}"
+    ));
+    statements
+}
+
+/// Drops `recent_events` days older than [`RECENT_DAYS`], now and every
+/// [`RECENT_EVENTS_PRUNED_EVERY`]. Days already gone are dropped again harmlessly (ClickHouse
+/// ignores a missing partition); a week back covers a server stopped for days.
+async fn prune_recent_events(client: Client, database: String, cluster: Option<String>) {
+    let (on, local) = match &cluster {
+        None => (String::new(), ""),
+        Some(cluster) => (format!(" ON CLUSTER {cluster}"), "_local"),
+    };
+    let mut ticks = tokio::time::interval(RECENT_EVENTS_PRUNED_EVERY);
+    loop {
+        ticks.tick().await;
+        let today = Utc::now().date_naive();
+        for days_ago in RECENT_DAYS + 1..=RECENT_DAYS + 7 {
+            let day = today - chrono::Duration::days(days_ago);
+            let statement = format!(
+                "ALTER TABLE {database}.recent_events{local}{on} DROP PARTITION {}",
+                day.format("%Y%m%d")
+            );
+            if let Err(error) = client.query(&statement).execute().await {
+                tracing::warn!(%error, %day, "could not drop an old day of recent_events (liveEvents' feed); retrying within the hour");
+                break;
+            }
         }
     }
 }

@@ -269,7 +269,12 @@ async fn tables_of_the_other_layout_stop_the_start_with_the_table_named() {
     .await;
     assert_eq!(
         tables,
-        ["assignments", "events"],
+        [
+            "assignments",
+            "events",
+            "recent_events",
+            "recent_events_feed"
+        ],
         "the refused start added no tables"
     );
 

@@ -11,6 +11,11 @@
 //! concurrent batch with lower ids can appear after higher ones were read: ids skipped over are
 //! kept as holes for [`HOLE_LIFETIME`] and read again until they show. Ids that never show
 //! (duplicates skipped by `ON CONFLICT`, rolled-back batches) simply expire.
+//!
+//! With events in ClickHouse the poller reads `recent_events` (every insert, sorted by arrival)
+//! instead. ClickHouse has no ids drawn at insert, so each read reaches back [`LOOKBACK`] from now
+//! and sends the rows it has not sent yet: a batch received earlier but stored later (another
+//! instance's, or one waiting in a writer's queue) still shows if it is stored within [`LOOKBACK`].
 
 use std::{
     collections::VecDeque,
@@ -27,7 +32,10 @@ use tokio::sync::{Mutex, broadcast};
 
 use super::{Event, query};
 use crate::{
-    db::entities::analytics_event,
+    db::{
+        clickhouse::{ClickHouseEvents, RecentKey},
+        entities::analytics_event,
+    },
     domain::ids::{Slug, UserId},
     error::{Error, Result},
 };
@@ -46,6 +54,14 @@ const HOLE_LIFETIME: Duration = Duration::from_secs(30);
 /// Most ids looked for again; the oldest are given up first. A batch racing others leaves at
 /// most 100 behind it.
 const MAX_HOLES: usize = 1_000;
+/// ClickHouse: how far back each read reaches for rows stored late (a writer's queue, another
+/// instance's clock).
+const LOOKBACK: Duration = Duration::from_secs(2);
+/// ClickHouse: most pages read per tick. Past it (above ~25,000 events/s) the next tick goes on
+/// from where this one stopped, so the feed keeps up, and rows stored late may be missed.
+const MAX_PAGES_PER_TICK: usize = 50;
+/// ClickHouse: rows read per query.
+const CLICKHOUSE_PAGE: u64 = 1_000;
 
 /// What a `liveEvents` subscriber wants to see; absent filters match everything.
 #[derive(Debug, Clone, Default)]
@@ -77,16 +93,22 @@ pub struct LiveEvents {
 }
 
 struct Inner {
-    db: DatabaseConnection,
+    source: Source,
     /// The running poller's channel, if any subscriber is left.
     feed: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
 }
 
+/// Where stored events are read from.
+pub enum Source {
+    Main(DatabaseConnection),
+    ClickHouse(Arc<ClickHouseEvents>),
+}
+
 impl LiveEvents {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(source: Source) -> Self {
         LiveEvents {
             inner: Arc::new(Inner {
-                db,
+                source,
                 feed: Mutex::new(None),
             }),
         }
@@ -131,10 +153,23 @@ impl LiveEvents {
         if let Some(sender) = feed.as_ref() {
             return Ok(sender.subscribe());
         }
-        let newest = newest_id(&self.inner.db).await?;
         let (sender, receiver) = broadcast::channel(BUFFERED_EVENTS);
-        *feed = Some(sender.clone());
-        tokio::spawn(poll(self.inner.clone(), sender, newest));
+        match &self.inner.source {
+            Source::Main(db) => {
+                let newest = newest_id(db).await?;
+                tokio::spawn(poll(self.inner.clone(), db.clone(), sender.clone(), newest));
+            }
+            Source::ClickHouse(store) => {
+                let started_us = chrono::Utc::now().timestamp_micros();
+                tokio::spawn(poll_clickhouse(
+                    self.inner.clone(),
+                    store.clone(),
+                    sender.clone(),
+                    started_us,
+                ));
+            }
+        }
+        *feed = Some(sender);
         Ok(receiver)
     }
 }
@@ -149,24 +184,40 @@ async fn newest_id(db: &DatabaseConnection) -> Result<i64> {
     Ok(newest.flatten().unwrap_or(0))
 }
 
-/// Reads and sends new rows until no subscriber is left.
-async fn poll(inner: Arc<Inner>, sender: broadcast::Sender<Arc<Event>>, mut newest: i64) {
-    let mut holes = Holes::default();
+/// Whether anyone still subscribes; if not, the poller's feed is taken away (under the lock a new
+/// subscriber takes, so none subscribes to a poller that stops).
+async fn still_wanted(inner: &Inner, sender: &broadcast::Sender<Arc<Event>>) -> bool {
+    let mut feed = inner.feed.lock().await;
+    if sender.receiver_count() == 0 {
+        *feed = None;
+        return false;
+    }
+    true
+}
+
+fn ticks() -> tokio::time::Interval {
     let mut ticks = tokio::time::interval(POLL_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
+/// Reads and sends new rows until no subscriber is left.
+async fn poll(
+    inner: Arc<Inner>,
+    db: DatabaseConnection,
+    sender: broadcast::Sender<Arc<Event>>,
+    mut newest: i64,
+) {
+    let mut holes = Holes::default();
+    let mut ticks = ticks();
     let mut failing = false;
     loop {
         ticks.tick().await;
-        {
-            // Under the lock a new subscriber takes, so none subscribes to a poller that stops.
-            let mut feed = inner.feed.lock().await;
-            if sender.receiver_count() == 0 {
-                *feed = None;
-                return;
-            }
+        if !still_wanted(&inner, &sender).await {
+            return;
         }
         loop {
-            let rows = match read_after(&inner.db, newest, &holes).await {
+            let rows = match read_after(&db, newest, &holes).await {
                 Ok(rows) => rows,
                 Err(error) => {
                     if !failing {
@@ -195,6 +246,71 @@ async fn poll(inner: Arc<Inner>, sender: broadcast::Sender<Arc<Event>>, mut newe
             if !full {
                 break;
             }
+        }
+    }
+}
+
+/// ClickHouse: reads the last [`LOOKBACK`] of `recent_events` each tick and sends the rows not
+/// sent before, until no subscriber is left. Nothing received before `started_us` is sent.
+async fn poll_clickhouse(
+    inner: Arc<Inner>,
+    store: Arc<ClickHouseEvents>,
+    sender: broadcast::Sender<Arc<Event>>,
+    started_us: i64,
+) {
+    let lookback_us = LOOKBACK.as_micros() as i64;
+    // Keys sent that are still inside the window.
+    let mut sent = std::collections::BTreeSet::<RecentKey>::new();
+    // Where a tick that hit its page limit stopped.
+    let mut resume: Option<RecentKey> = None;
+    let mut ticks = ticks();
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        if !still_wanted(&inner, &sender).await {
+            return;
+        }
+        let since_us = started_us.max(chrono::Utc::now().timestamp_micros() - lookback_us);
+        sent = sent.split_off(&RecentKey {
+            received_at_us: since_us,
+            user_id: String::new(),
+            event_id: String::new(),
+        });
+        let mut after = resume.take();
+        let mut caught_up = false;
+        for _ in 0..MAX_PAGES_PER_TICK {
+            let rows = match store
+                .recent(since_us, after.as_ref(), CLICKHOUSE_PAGE)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "reading new events for live subscribers failed; retrying");
+                    }
+                    failing = true;
+                    caught_up = true;
+                    break;
+                }
+            };
+            failing = false;
+            let full = rows.len() as u64 == CLICKHOUSE_PAGE;
+            for (key, event) in rows {
+                after = Some(key.clone());
+                if sent.insert(key)
+                    && let Some(event) = event
+                {
+                    // No receiver left is not an error here: the next tick stops the poller.
+                    let _ = sender.send(Arc::new(event));
+                }
+            }
+            if !full {
+                caught_up = true;
+                break;
+            }
+        }
+        if !caught_up {
+            resume = after;
         }
     }
 }

@@ -146,16 +146,6 @@ impl EventStore {
             EventStore::ClickHouse(store) => store.reachable().await,
         }
     }
-
-    /// Refuses what the ClickHouse store cannot do yet, naming it.
-    pub fn require_main(&self, operation: &str) -> Result<()> {
-        match self {
-            EventStore::Main => Ok(()),
-            EventStore::ClickHouse(_) => Err(Error::Forbidden(format!(
-                "{operation} is not available yet when events are stored in ClickHouse (--events-url); it reads events from the main database"
-            ))),
-        }
-    }
 }
 
 /// A ClickHouse failure, logged here; clients learn only that the store is unavailable.
@@ -183,7 +173,10 @@ impl EventService {
     ) -> Self {
         EventService {
             db,
-            live: LiveEvents::new(history.clone()),
+            live: LiveEvents::new(match &store {
+                EventStore::Main => live::Source::Main(history.clone()),
+                EventStore::ClickHouse(store) => live::Source::ClickHouse(store.clone()),
+            }),
             history,
             writes,
             store,
@@ -237,7 +230,6 @@ impl EventService {
         impl futures_util::Stream<Item = Result<std::sync::Arc<Event>>> + Send + 'static + use<>,
     > {
         caller.require_admin()?;
-        self.store.require_main("liveEvents")?;
         self.live.subscribe(filter).await
     }
 
