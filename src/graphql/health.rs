@@ -100,7 +100,8 @@ fn saturating_i32(value: u64) -> i32 {
 /// The events store named by `--events-url`.
 #[derive(SimpleObject)]
 pub struct EventsStoreHealth {
-    /// The engine and its version, e.g. "clickhouse 18.16.1".
+    /// The engine and its version, e.g. "clickhouse 18.16.1", and its cluster if any
+    /// ("clickhouse 18.16.1 cluster octp").
     kind: String,
     /// Whether it answered a probe just now.
     ok: bool,
