@@ -483,7 +483,7 @@ impl ClickHouseEvents {
         // the events stream past them.
         sql.push_str(&format!(
             " FROM events FINAL ALL INNER JOIN (SELECT user_id, cohort AS assigned_cohort, \
-             assigned_at_us FROM {} FINAL WHERE {users_filter}) USING user_id",
+             assigned_at_us FROM {} FINAL WHERE {users_filter}) AS analysed_users USING user_id",
             self.local_assignments
         ));
         args.extend(users_args);
