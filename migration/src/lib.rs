@@ -10,6 +10,7 @@ mod m20261124_000004_create_user_experiment_assignments;
 mod m20261130_000005_create_config_versions;
 mod m20261130_000006_create_experiment_changes_and_audit_log;
 mod m20261130_000007_add_experiment_metrics;
+mod m20261201_000008_assignments_without_parent_lock;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_create_config_versions::Migration),
             Box::new(m20261130_000006_create_experiment_changes_and_audit_log::Migration),
             Box::new(m20261130_000007_add_experiment_metrics::Migration),
+            Box::new(m20261201_000008_assignments_without_parent_lock::Migration),
         ]
     }
 }

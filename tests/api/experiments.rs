@@ -492,3 +492,43 @@ async fn every_experiment_is_listed_in_byte_order_for_the_admin_key_only() {
         "FORBIDDEN"
     );
 }
+
+/// No API deletes an experiment, but one deleted by hand in SQL takes its assignments with it:
+/// SQLite's foreign key cascades, and on PostgreSQL a trigger does (its foreign key was dropped:
+/// migration 8), so an id used again starts with no players.
+#[tokio::test]
+async fn an_experiment_deleted_by_hand_takes_its_assignments_with_it() {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let app = TestApp::spawn().await;
+    for id in ["gone", "kept"] {
+        app.upsert_experiment(json!({"id": id, "name": id, "cohorts": {"a": 1, "b": 1}}))
+            .await;
+        for user in 0..5 {
+            app.cohort_of(&format!("hand-{user}"), id).await;
+        }
+    }
+    let connection = app.database.connect().await;
+    connection
+        .execute_unprepared("DELETE FROM experiment_metadata WHERE experiment_id = 'gone'")
+        .await
+        .expect("delete an experiment by hand");
+    let backend = connection.get_database_backend();
+    let rows = connection
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT experiment_id, COUNT(*) AS n FROM user_experiment_assignments GROUP BY experiment_id",
+        ))
+        .await
+        .expect("count assignments");
+    let counts: HashMap<String, i64> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get::<String>("", "experiment_id").unwrap(),
+                row.try_get::<i64>("", "n").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, HashMap::from([("kept".to_owned(), 5)]));
+}

@@ -146,12 +146,12 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
     };
 
     let fresh = migrate(&["status"]);
-    assert_eq!(fresh.matches("Pending").count(), 7, "{fresh}");
+    assert_eq!(fresh.matches("Pending").count(), 8, "{fresh}");
 
-    assert!(migrate(&["up"]).contains("applied: 7, pending: 0"));
-    assert_eq!(migrate(&["status"]).matches("Applied").count(), 7);
+    assert!(migrate(&["up"]).contains("applied: 8, pending: 0"));
+    assert_eq!(migrate(&["status"]).matches("Applied").count(), 8);
 
-    assert!(migrate(&["down", "--steps", "4"]).contains("applied: 3, pending: 4"));
+    assert!(migrate(&["down", "--steps", "5"]).contains("applied: 3, pending: 5"));
     let (tables, _) = database.schema_objects().await;
     for removed in [
         "user_experiment_assignments",
@@ -162,7 +162,7 @@ async fn the_migrate_subcommand_shows_status_and_runs_migrations_down_and_up() {
         assert!(!tables.contains(&removed.to_owned()), "{tables:?}");
     }
 
-    assert!(migrate(&["up"]).contains("applied: 7, pending: 0"));
+    assert!(migrate(&["up"]).contains("applied: 8, pending: 0"));
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ async fn health_reports_status_version_uptime_and_a_reachable_migrated_database(
     };
     assert_eq!(database["backend"], backend);
     assert!(database["latencyMs"].as_f64().unwrap() >= 0.0);
-    assert_eq!(database["migrationsApplied"], 7);
+    assert_eq!(database["migrationsApplied"], 8);
     assert_eq!(database["migrationsPending"], 0);
     assert_eq!(database["error"], Value::Null);
 }

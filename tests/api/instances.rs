@@ -228,7 +228,7 @@ async fn instances_started_together_on_a_fresh_database_take_turns_to_migrate() 
             .await;
         assert_eq!(
             health["health"]["database"],
-            json!({"migrationsApplied": 7, "migrationsPending": 0})
+            json!({"migrationsApplied": 8, "migrationsPending": 0})
         );
     }
 }

@@ -140,7 +140,7 @@ async fn every_rpc_works_in_both_body_forms() {
 
     let detailed = both_forms(&app, "DetailedHealthCheck", HTTP_KEY, Value::Null).await;
     assert_eq!(detailed["database"]["ok"], true);
-    assert_eq!(detailed["database"]["migrationsApplied"], 7);
+    assert_eq!(detailed["database"]["migrationsApplied"], 8);
     assert_eq!(detailed["cache"]["ttlSeconds"], 60);
 
     let variant = both_forms(&app, "UpdateRemoteConfig", ADMIN_KEY, json!({"experimentId": "onboarding_v2", "cohort": "control", "config": {"tutorial": "short"}})).await;
