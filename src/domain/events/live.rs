@@ -195,6 +195,25 @@ async fn still_wanted(inner: &Inner, sender: &broadcast::Sender<Arc<Event>>) -> 
     true
 }
 
+/// Read failures, logged once per outage rather than on every tick.
+#[derive(Default)]
+struct Failures {
+    failing: bool,
+}
+
+impl Failures {
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        if !self.failing {
+            tracing::warn!(%error, "reading new events for live subscribers failed; retrying");
+        }
+        self.failing = true;
+    }
+
+    fn succeeded(&mut self) {
+        self.failing = false;
+    }
+}
+
 fn ticks() -> tokio::time::Interval {
     let mut ticks = tokio::time::interval(POLL_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,7 +229,7 @@ async fn poll(
 ) {
     let mut holes = Holes::default();
     let mut ticks = ticks();
-    let mut failing = false;
+    let mut failures = Failures::default();
     loop {
         ticks.tick().await;
         if !still_wanted(&inner, &sender).await {
@@ -220,14 +239,11 @@ async fn poll(
             let rows = match read_after(&db, newest, &holes).await {
                 Ok(rows) => rows,
                 Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "reading new events for live subscribers failed; retrying");
-                    }
-                    failing = true;
+                    failures.failed(&error);
                     break;
                 }
             };
-            failing = false;
+            failures.succeeded();
             let full = rows.len() as u64 == PAGE;
             let now = Instant::now();
             for row in rows {
@@ -264,7 +280,7 @@ async fn poll_clickhouse(
     // Where a tick that hit its page limit stopped.
     let mut resume: Option<RecentKey> = None;
     let mut ticks = ticks();
-    let mut failing = false;
+    let mut failures = Failures::default();
     loop {
         ticks.tick().await;
         if !still_wanted(&inner, &sender).await {
@@ -285,15 +301,12 @@ async fn poll_clickhouse(
             {
                 Ok(rows) => rows,
                 Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "reading new events for live subscribers failed; retrying");
-                    }
-                    failing = true;
+                    failures.failed(&error);
                     caught_up = true;
                     break;
                 }
             };
-            failing = false;
+            failures.succeeded();
             let full = rows.len() as u64 == CLICKHOUSE_PAGE;
             for (key, event) in rows {
                 after = Some(key.clone());
