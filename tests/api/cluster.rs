@@ -1,15 +1,16 @@
 //! Events on a two-shard ClickHouse cluster (docs/api.md §13). `.ci/run` starts ZooKeeper and two
 //! ClickHouse servers, then runs the events, RPC and results tests against the cluster
-//! (TEST_EVENTS_URL on the first shard, TEST_EVENTS_CLUSTER, TEST_EVENTS_SHARDS). This test checks
-//! what only a cluster can get wrong: where rows land, that each event is read once, and that
-//! results there equal those of the main database for the same players and events.
+//! (TEST_EVENTS_URL on the first shard, TEST_EVENTS_CLUSTER, TEST_EVENTS_SHARDS, and
+//! TEST_EVENTS_SINGLE_URL, a ClickHouse server outside the cluster). This test checks what only a
+//! cluster can get wrong: where rows land, that each event is read once, and that results there
+//! equal those of one ClickHouse server and of the main database for the same players and events.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDatabase, skip};
+use crate::helpers::{EventsDatabase, TestApp, TestDatabase, skip};
 
 const ASSIGN: &str = "query($u: String!, $e: String!) { experimentAssignment(userId: $u, experimentId: $e) { cohort } }";
 const COLLECT: &str =
@@ -25,9 +26,9 @@ const RESULTS: &str = "query($e: String!, $m: [MetricInput!]) { experimentResult
 const PLAYERS: usize = 60;
 
 #[tokio::test]
-async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_once_and_agrees_with_the_main_database()
+async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_once_and_agrees_with_one_server()
  {
-    let test = "a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_once_and_agrees_with_the_main_database";
+    let test = "a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_once_and_agrees_with_one_server";
     let shards: Vec<String> = std::env::var("TEST_EVENTS_SHARDS")
         .unwrap_or_default()
         .split(',')
@@ -35,14 +36,20 @@ async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_onc
         .map(str::to_owned)
         .collect();
     let clustered = std::env::var("TEST_EVENTS_CLUSTER").is_ok_and(|name| !name.is_empty());
-    if !clustered || shards.len() != 2 {
+    let single = std::env::var("TEST_EVENTS_SINGLE_URL")
+        .ok()
+        .and_then(|url| {
+            url.strip_prefix("clickhouse://")
+                .map(|host| host.trim_end_matches('/').to_owned())
+        });
+    let (true, 2, Some(single_host)) = (clustered, shards.len(), single) else {
         skip(
             test,
-            "needs a two-shard ClickHouse cluster (TEST_EVENTS_URL, TEST_EVENTS_CLUSTER, and TEST_EVENTS_SHARDS = the shards' HTTP URLs; .ci/run's cluster pass sets them)",
+            "needs a two-shard ClickHouse cluster and one server outside it (TEST_EVENTS_URL, TEST_EVENTS_CLUSTER, TEST_EVENTS_SHARDS = the shards' HTTP URLs, TEST_EVENTS_SINGLE_URL = clickhouse://host:port; .ci/run's cluster pass sets them)",
             false,
         );
         return;
-    }
+    };
     let cluster = TestApp::spawn().await;
     let events_database = cluster
         .events_database
@@ -53,24 +60,34 @@ async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_onc
         config.database.events_cluster = None;
     })
     .await;
+    let single_database = EventsDatabase {
+        http_url: format!("http://{single_host}"),
+        name: format!("octp_test_{}", uuid::Uuid::new_v4().simple()),
+        cluster: None,
+    };
+    let one_server = TestApp::spawn_with(TestDatabase::create().await, |config| {
+        config.database.events_url = Some(single_database.events_url());
+        config.database.events_cluster = None;
+    })
+    .await;
 
     let experiment =
         json!({"id": "spread", "name": "Spread", "cohorts": {"control": 1, "treatment": 1}});
     let players: Vec<String> = (0..PLAYERS).map(|i| format!("player-{i}")).collect();
-    for app in [&cluster, &reference] {
+    for app in [&cluster, &reference, &one_server] {
         app.upsert_experiment(experiment.clone()).await;
     }
     for player in &players {
         let on_cluster = cluster
             .gql(ASSIGN, json!({"u": player, "e": "spread"}))
             .await;
-        let on_reference = reference
-            .gql(ASSIGN, json!({"u": player, "e": "spread"}))
-            .await;
-        assert_eq!(on_cluster, on_reference, "the assignment rule is the same");
+        for other in [&reference, &one_server] {
+            let elsewhere = other.gql(ASSIGN, json!({"u": player, "e": "spread"})).await;
+            assert_eq!(on_cluster, elsewhere, "the assignment rule is the same");
+        }
     }
 
-    // After both servers' assignments, so every event counts on both.
+    // After every server's assignments, so every event counts on all of them.
     let start = Utc::now() + Duration::seconds(1);
     let mut sent: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut events = Vec::new();
@@ -115,6 +132,7 @@ async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_onc
     }
     for batch in &batches {
         reference.gql(COLLECT, json!({"events": batch})).await;
+        one_server.gql(COLLECT, json!({"events": batch})).await;
     }
 
     // Every event read back once, through the Distributed table.
@@ -174,9 +192,19 @@ async fn a_two_shard_cluster_keeps_each_player_on_one_shard_reads_each_event_onc
     ]);
     let variables = json!({"e": "spread", "m": metrics});
     let on_cluster = cluster.admin(RESULTS, variables.clone()).await;
-    let on_reference = reference.admin(RESULTS, variables).await;
     assert_eq!(on_cluster["experimentResults"]["users"], PLAYERS);
-    assert_same_figures(&on_cluster, &on_reference, "experimentResults");
+    let on_one_server = one_server.admin(RESULTS, variables.clone()).await;
+    assert_same_figures(
+        &on_cluster,
+        &on_one_server,
+        "experimentResults (one ClickHouse server)",
+    );
+    let on_reference = reference.admin(RESULTS, variables).await;
+    assert_same_figures(
+        &on_cluster,
+        &on_reference,
+        "experimentResults (main database)",
+    );
 }
 
 /// Equal JSON, numbers within 1e-9 (sums added up in another order may differ in the last bits).
