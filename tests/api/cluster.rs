@@ -238,16 +238,11 @@ fn assert_same_figures(actual: &Value, expected: &Value, path: &str) {
 
 /// One shard's answer to `sql` (ClickHouse's HTTP interface), a line per row.
 async fn shard_sql(shard: &str, sql: &str) -> Vec<String> {
-    let response = reqwest::Client::new()
-        .post(shard)
-        .body(sql.to_owned())
-        .send()
+    crate::helpers::clickhouse_sql(shard, sql)
         .await
-        .expect("the shard answers");
-    let status = response.status();
-    let text = response.text().await.expect("a text body");
-    assert!(status.is_success(), "{shard}: {sql}: {status} {text}");
-    text.lines().map(str::to_owned).collect()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Tables made for one server are not silently used as a cluster's (events would stay on one

@@ -209,17 +209,23 @@ impl EventsDatabase {
 
     /// Runs one statement through ClickHouse's HTTP interface; returns its text output.
     pub async fn query(&self, sql: &str) -> String {
-        let response = reqwest::Client::new()
-            .post(&self.http_url)
-            .body(sql.to_owned())
-            .send()
-            .await
-            .expect("ClickHouse answers");
-        let status = response.status();
-        let text = response.text().await.expect("a text body");
-        assert!(status.is_success(), "{sql}: {status} {text}");
-        text
+        clickhouse_sql(&self.http_url, sql).await
     }
+}
+
+/// Runs one statement on the ClickHouse server at `http_url` (its HTTP interface); returns its
+/// text output, failing the test on any error.
+pub async fn clickhouse_sql(http_url: &str, sql: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(http_url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .expect("ClickHouse answers");
+    let status = response.status();
+    let text = response.text().await.expect("a text body");
+    assert!(status.is_success(), "{http_url}: {sql}: {status} {text}");
+    text
 }
 
 impl Drop for EventsDatabase {
