@@ -57,6 +57,12 @@ impl Backend {
     }
 }
 
+/// A pooled connection idle this long is pinged before use: it may have been dropped by the
+/// server, a proxy or a firewall meanwhile. Busy connections skip the ping, which was a round trip
+/// before every statement (sqlx's default), so a first assignment's group write cost two; one that
+/// broke while busy fails its statement, and the pool replaces it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Connects to the configured database, creating a missing SQLite file and its directory.
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let backend = Backend::from_url(&config.url)?;
@@ -75,6 +81,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
         .min_connections(1)
         .acquire_timeout(acquire_timeout)
         .connect_timeout(acquire_timeout)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|options: SqliteConnectOptions| {
             options
@@ -140,6 +147,7 @@ pub async fn connect_history(
         .min_connections(1)
         .acquire_timeout(acquire_timeout)
         .connect_timeout(acquire_timeout)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false)
         .map_sqlx_postgres_opts(move |options| {
             let options = options
