@@ -116,7 +116,7 @@ async fn store(
         insert_then_read(db, &group).await
     };
     match outcome {
-        Ok(stored) => {
+        Ok(Stored { rows: stored, created }) => {
             if let Some(copies) = copies {
                 copy_assignments(copies, &stored).await;
             }
@@ -133,6 +133,8 @@ async fn store(
                     });
                 let _ = pending.reply.send(row);
             }
+            // After the replies: nobody waits on the metrics.
+            count_created(&stored[..created]);
         }
         Err(error) => {
             let error = Arc::new(error);
@@ -200,8 +202,14 @@ fn copies_of(rows: &[Model]) -> Vec<AssignmentCopy<'_>> {
 /// The longest a group of first assignments waits for its copy to ClickHouse.
 const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A group's stored rows, those this group inserted first.
+struct Stored {
+    rows: Vec<Model>,
+    created: usize,
+}
+
 /// One INSERT for the group (rows already stored are left alone), one SELECT of every key.
-async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<Vec<Model>, DbErr> {
+async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<Stored, DbErr> {
     let now = validate::truncate_to_micros(chrono::Utc::now());
     // One row per key (the first request's cohort), sorted: keys take their index locks in one
     // order, so groups from several instances cannot deadlock.
@@ -235,21 +243,20 @@ async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<
             .on_conflict_do_nothing_on([Column::UserId, Column::ExperimentId]);
         if !db.support_returning() {
             insert.exec_without_returning(db).await?;
-            let stored = read_stored(db, &keys).await?;
-            let inserted: Vec<Model> = stored
-                .iter()
-                .filter(|row| row.assigned_at == now)
-                .cloned()
-                .collect();
-            count_created(&inserted);
-            return Ok(stored);
+            let (mut rows, earlier): (Vec<Model>, Vec<Model>) = read_stored(db, &keys)
+                .await?
+                .into_iter()
+                .partition(|row| row.assigned_at == now);
+            let created = rows.len();
+            rows.extend(earlier);
+            return Ok(Stored { rows, created });
         }
         match insert.exec_with_returning_many(db).await? {
             TryInsertResult::Inserted(rows) => rows,
             TryInsertResult::Conflicted | TryInsertResult::Empty => Vec::new(),
         }
     };
-    count_created(&stored);
+    let created = stored.len();
     let existing: Vec<_> = keys
         .iter()
         .filter(|(user_id, experiment_id, _)| {
@@ -262,17 +269,31 @@ async fn insert_then_read(db: &DatabaseConnection, group: &[Pending]) -> Result<
     if !existing.is_empty() {
         stored.extend(read_stored(db, &existing).await?);
     }
-    Ok(stored)
+    Ok(Stored {
+        rows: stored,
+        created,
+    })
 }
 
-/// Counts rows this group inserted, per experiment (experiment ids are a set admins made).
+/// Counts rows this group inserted, per experiment (experiment ids are a set admins made): one
+/// registry lookup per experiment in the group, not per row.
 fn count_created(inserted: &[Model]) {
+    let mut per_experiment: Vec<(&str, u64)> = Vec::new();
     for row in inserted {
+        match per_experiment
+            .iter_mut()
+            .find(|(experiment, _)| *experiment == row.experiment_id)
+        {
+            Some((_, count)) => *count += 1,
+            None => per_experiment.push((&row.experiment_id, 1)),
+        }
+    }
+    for (experiment, count) in per_experiment {
         metrics::counter!(
             crate::telemetry::ASSIGNMENTS_CREATED,
-            "experiment" => row.experiment_id.clone()
+            "experiment" => experiment.to_owned()
         )
-        .increment(1);
+        .increment(count);
     }
 }
 
