@@ -293,27 +293,20 @@ impl ConfigService {
             user_id.to_string(),
             experiment_id.map(Slug::to_string),
         );
-        let this = self.clone();
-        let entry = self
-            .inner
-            .fetches
-            .entry(key)
-            .or_try_insert_with(async move {
-                let config = match experiment_id {
-                    Some(id) => this.resolve_one(user_id, id, generation).await?,
-                    None => this.resolve_merged(user_id, generation).await?,
-                };
-                Ok::<_, Error>(Arc::new(config))
-            })
-            .await
-            .map_err(crate::error::unwrap_shared)?;
-        let counter = if entry.is_fresh() {
-            &self.inner.misses
-        } else {
-            &self.inner.hits
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let config = entry.into_value();
+        if let Some(config) = self.inner.fetches.get(&key).await {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            replies::observe(config.fetched_at);
+            return Ok(config);
+        }
+        // Concurrent misses of one key are not coalesced: they are one player's requests racing,
+        // each gets the same stored assignment from the writer, and coalescing cost every miss
+        // (every new player) a waiter inserted into and removed from a map of its own.
+        let config = Arc::new(match experiment_id {
+            Some(id) => self.resolve_one(user_id, id, generation).await?,
+            None => self.resolve_merged(user_id, generation).await?,
+        });
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetches.insert(key, config.clone()).await;
         replies::observe(config.fetched_at);
         Ok(config)
     }
