@@ -532,3 +532,121 @@ async fn an_experiment_deleted_by_hand_takes_its_assignments_with_it() {
         .collect();
     assert_eq!(counts, HashMap::from([("kept".to_owned(), 5)]));
 }
+
+/// The assignment writer keeps its PostgreSQL connection while new players keep coming. When the
+/// database kills it (and every other connection of the server) mid-launch, the group on it fails
+/// with SERVICE_UNAVAILABLE, never another error nor a cohort that is not stored, and the groups
+/// after it are stored on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_assignments_go_on_after_the_database_kills_the_writers_connection() {
+    let test = "first_assignments_go_on_after_the_database_kills_the_writers_connection";
+    let database = crate::helpers::TestDatabase::create().await;
+    if !database.is_postgres() {
+        crate::helpers::skip(
+            test,
+            "PostgreSQL only (set TEST_DATABASE_URL): SQLite has no connection to kill; .ci/run's PostgreSQL pass runs it",
+            false,
+        );
+        return;
+    }
+    let app = TestApp::spawn_with(database, |_| {}).await;
+    app.upsert_experiment(json!({"id": "killed", "name": "Killed", "cohorts": {"a": 1, "b": 1}}))
+        .await;
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (app, answered, stop) = (&app, &answered, &stop);
+    let client_loop = |client: usize| async move {
+        let mut outcomes = Vec::new();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let player = format!("launch-{client}-{n}");
+            n += 1;
+            let reply = app
+                .client
+                .post(app.url(&format!(
+                    "/v2/rpc/GetExperimentAssignment?http_key={HTTP_KEY}&unwrap"
+                )))
+                .body(json!({"userId": player, "experimentId": "killed"}).to_string())
+                .send()
+                .await
+                .expect("the server answers");
+            let status = reply.status();
+            let body: Value = reply.json().await.expect("a JSON reply");
+            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            outcomes.push((player, status, body));
+        }
+        outcomes
+    };
+    let clients = futures_util::future::join_all((0..8).map(client_loop));
+    let kill_midway = async {
+        let wait_for = |count: usize| async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < count {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "fewer than {count} answers within 30 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await; // polling a counter
+            }
+        };
+        wait_for(200).await;
+        let connection = app.database.connect().await;
+        let killed = sea_orm::ConnectionTrait::query_all_raw(
+            &connection,
+            sea_orm::Statement::from_string(
+                connection.get_database_backend(),
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            ),
+        )
+        .await
+        .expect("terminate the server's connections");
+        assert!(!killed.is_empty(), "the server had connections to kill");
+        let killed_at = answered.load(std::sync::atomic::Ordering::Relaxed);
+        wait_for(killed_at + 400).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        killed_at
+    };
+    let (outcomes, killed_at) = tokio::join!(clients, kill_midway);
+
+    let connection = app.database.connect().await;
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &connection,
+        sea_orm::Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = 'killed'",
+        ),
+    )
+    .await
+    .unwrap();
+    let stored: HashMap<String, String> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "cohort").unwrap(),
+            )
+        })
+        .collect();
+    let mut assigned = 0;
+    for (player, status, body) in outcomes.into_iter().flatten() {
+        if status == reqwest::StatusCode::OK {
+            assert_eq!(
+                stored.get(&player).map(String::as_str),
+                body["cohort"].as_str(),
+                "{player} was told a cohort that is not the stored one"
+            );
+            assigned += 1;
+        } else {
+            assert_eq!(
+                (status, body["code"].clone()),
+                (reqwest::StatusCode::SERVICE_UNAVAILABLE, json!(14)),
+                "{player}: {body}"
+            );
+        }
+    }
+    assert!(
+        assigned > killed_at,
+        "players were assigned after the kill ({assigned} assigned in all, {killed_at} answered before it)"
+    );
+}
