@@ -1,4 +1,7 @@
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+};
 
 use serde_json::{Value, json};
 
@@ -26,6 +29,34 @@ async fn assign_many(app: &TestApp, experiment: &str, users: &[String]) -> HashM
         }
     }
     cohorts
+}
+
+/// user → cohort of every assignment stored in `experiment`, read straight from the database.
+async fn stored_cohorts(app: &TestApp, experiment: &str) -> HashMap<String, String> {
+    let connection = app.database.connect().await;
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &connection,
+        sea_orm::Statement::from_sql_and_values(
+            connection.get_database_backend(),
+            match connection.get_database_backend() {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = $1"
+                }
+                _ => "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = ?",
+            },
+            [experiment.into()],
+        ),
+    )
+    .await
+    .expect("read the stored assignments");
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "cohort").unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn share(cohorts: &HashMap<String, String>, cohort: &str) -> f64 {
@@ -439,26 +470,8 @@ async fn first_assignments_of_many_players_from_many_clients_store_one_row_each(
     });
     let answers = futures_util::future::join_all(asks).await;
 
-    let connection = app.database.connect().await;
-    let rows = sea_orm::ConnectionTrait::query_all_raw(
-        &connection,
-        sea_orm::Statement::from_string(
-            connection.get_database_backend(),
-            "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = 'launch'",
-        ),
-    )
-    .await
-    .unwrap();
-    let stored: std::collections::HashMap<String, String> = rows
-        .iter()
-        .map(|row| {
-            (
-                row.try_get("", "user_id").unwrap(),
-                row.try_get("", "cohort").unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(rows.len(), players.len(), "one row per player");
+    let stored = stored_cohorts(app, "launch").await;
+    assert_eq!(stored.len(), players.len(), "one row per player");
     for (player, cohort) in answers {
         assert_eq!(
             stored.get(&player),
@@ -552,13 +565,14 @@ async fn first_assignments_go_on_after_the_database_kills_the_writers_connection
     let app = TestApp::spawn_with(database, |_| {}).await;
     app.upsert_experiment(json!({"id": "killed", "name": "Killed", "cohorts": {"a": 1, "b": 1}}))
         .await;
-    let answered = std::sync::atomic::AtomicUsize::new(0);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (app, answered, stop) = (&app, &answered, &stop);
+    let answered = AtomicUsize::new(0);
+    let progress = tokio::sync::Notify::new();
+    let stop = AtomicBool::new(false);
+    let (app, answered, progress, stop) = (&app, &answered, &progress, &stop);
     let client_loop = |client: usize| async move {
         let mut outcomes = Vec::new();
         let mut n = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let player = format!("launch-{client}-{n}");
             n += 1;
             let reply = app
@@ -572,7 +586,8 @@ async fn first_assignments_go_on_after_the_database_kills_the_writers_connection
                 .expect("the server answers");
             let status = reply.status();
             let body: Value = reply.json().await.expect("a JSON reply");
-            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            answered.fetch_add(1, Ordering::Relaxed);
+            progress.notify_waiters();
             outcomes.push((player, status, body));
         }
         outcomes
@@ -580,14 +595,19 @@ async fn first_assignments_go_on_after_the_database_kills_the_writers_connection
     let clients = futures_util::future::join_all((0..8).map(client_loop));
     let kill_midway = async {
         let wait_for = |count: usize| async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while answered.load(std::sync::atomic::Ordering::Relaxed) < count {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "fewer than {count} answers within 30 s"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await; // polling a counter
-            }
+            let reached = async {
+                loop {
+                    // Registered before the check, so an answer between the two still wakes it.
+                    let next_answer = progress.notified();
+                    if answered.load(Ordering::Relaxed) >= count {
+                        return;
+                    }
+                    next_answer.await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), reached)
+                .await
+                .unwrap_or_else(|_| panic!("fewer than {count} answers within 30 s"));
         };
         wait_for(200).await;
         let connection = app.database.connect().await;
@@ -602,32 +622,14 @@ async fn first_assignments_go_on_after_the_database_kills_the_writers_connection
         .await
         .expect("terminate the server's connections");
         assert!(!killed.is_empty(), "the server had connections to kill");
-        let killed_at = answered.load(std::sync::atomic::Ordering::Relaxed);
+        let killed_at = answered.load(Ordering::Relaxed);
         wait_for(killed_at + 400).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         killed_at
     };
     let (outcomes, killed_at) = tokio::join!(clients, kill_midway);
 
-    let connection = app.database.connect().await;
-    let rows = sea_orm::ConnectionTrait::query_all_raw(
-        &connection,
-        sea_orm::Statement::from_string(
-            connection.get_database_backend(),
-            "SELECT user_id, cohort FROM user_experiment_assignments WHERE experiment_id = 'killed'",
-        ),
-    )
-    .await
-    .unwrap();
-    let stored: HashMap<String, String> = rows
-        .iter()
-        .map(|row| {
-            (
-                row.try_get("", "user_id").unwrap(),
-                row.try_get("", "cohort").unwrap(),
-            )
-        })
-        .collect();
+    let stored = stored_cohorts(app, "killed").await;
     let mut assigned = 0;
     for (player, status, body) in outcomes.into_iter().flatten() {
         if status == reqwest::StatusCode::OK {
