@@ -1,7 +1,11 @@
 //! A/B experiments: definitions, the computed "active" state, and sticky cohort assignments.
 //! Definitions and assignments are cached; a write on this instance invalidates at once.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
@@ -25,6 +29,7 @@ use crate::{
     domain::{
         assignment::{self, CohortWeights},
         audit::{self, AuditRecord, EntityType},
+        cache::{self, BoundedCache},
         changes::Changes,
         ids::{Slug, UserId},
         metrics::{self, Metric},
@@ -128,6 +133,32 @@ pub struct ExperimentInput {
     pub metrics: Option<Vec<Metric>>,
 }
 
+/// How long a cached assignment is served before it is read from the database again, so that a
+/// row changed by hand is seen in time. The read goes through the group writer (the insert finds
+/// the row and leaves it alone): one row in a group per active player every ten minutes.
+const ASSIGNMENT_TRUSTED_FOR: Duration = Duration::from_secs(600);
+
+/// The assignment cache's key.
+#[derive(PartialEq, Eq, Hash)]
+struct AssignmentKey {
+    user_id: String,
+    experiment_id: String,
+}
+
+/// [`AssignmentKey`] borrowed, so a hit allocates nothing. Hashes as the owned key does: both
+/// hash their two strings in the same order.
+#[derive(Hash)]
+struct AssignmentKeyRef<'a> {
+    user_id: &'a str,
+    experiment_id: &'a str,
+}
+
+impl quick_cache::Equivalent<AssignmentKey> for AssignmentKeyRef<'_> {
+    fn equivalent(&self, key: &AssignmentKey) -> bool {
+        self.user_id == key.user_id && self.experiment_id == key.experiment_id
+    }
+}
+
 #[derive(Clone)]
 pub struct ExperimentService {
     inner: Arc<Inner>,
@@ -142,9 +173,10 @@ struct Inner {
     definitions: Cache<String, Option<Arc<Experiment>>>,
     /// Every stored experiment, for the active list and the merged config.
     all: Cache<(), Arc<Vec<Arc<Experiment>>>>,
-    /// (user, experiment) → assignment. Assignments are sticky, so a hit stays right as long as
-    /// its cohort still exists, which is checked on every read.
-    assignments: Cache<(String, String), Arc<Assignment>, ahash::RandomState>,
+    /// (user, experiment) → assignment, and when it was read from the database. Assignments are
+    /// sticky, so a hit stays right as long as its cohort still exists, which is checked on every
+    /// read.
+    assignments: BoundedCache<AssignmentKey, (Arc<Assignment>, Instant)>,
     /// Stores first assignments in groups.
     first_assignments: AssignmentWriter,
     changes: Changes,
@@ -175,19 +207,18 @@ impl ExperimentService {
                     .time_to_live(ttl)
                     .build(),
                 all: Cache::builder().max_capacity(1).time_to_live(ttl).build(),
-                assignments: Cache::builder()
-                    .max_capacity(assignment_bytes)
-                    .weigher(|key: &(String, String), assignment: &Arc<Assignment>| {
-                        let bytes = ENTRY_OVERHEAD_BYTES
-                            + key.0.len()
-                            + key.1.len()
+                assignments: cache::bounded(
+                    assignment_bytes,
+                    ENTRY_OVERHEAD_BYTES + 64,
+                    |key: &AssignmentKey, (assignment, _): &(Arc<Assignment>, Instant)| {
+                        ENTRY_OVERHEAD_BYTES
+                            + key.user_id.len()
+                            + key.experiment_id.len()
                             + assignment.user_id.len()
                             + assignment.experiment_id.len()
-                            + assignment.cohort.len();
-                        u32::try_from(bytes).unwrap_or(u32::MAX)
-                    })
-                    .time_to_idle(Duration::from_secs(600))
-                    .build_with_hasher(ahash::RandomState::new()),
+                            + assignment.cohort.len()
+                    },
+                ),
             }),
         }
     }
@@ -307,14 +338,24 @@ impl ExperimentService {
         user_id: &UserId,
         experiment: &Experiment,
     ) -> Result<Arc<Assignment>> {
-        let key = (user_id.to_string(), experiment.id.clone());
-        if let Some(cached) = self.inner.assignments.get(&key).await
+        let key = AssignmentKeyRef {
+            user_id,
+            experiment_id: &experiment.id,
+        };
+        if let Some((cached, cached_at)) = self.inner.assignments.get(&key)
+            && cached_at.elapsed() < ASSIGNMENT_TRUSTED_FOR
             && experiment.cohorts.contains(&cached.cohort)
         {
             return Ok(cached);
         }
         let assignment = Arc::new(self.assign_in_database(user_id, experiment).await?);
-        self.inner.assignments.insert(key, assignment.clone()).await;
+        self.inner.assignments.insert(
+            AssignmentKey {
+                user_id: user_id.to_string(),
+                experiment_id: experiment.id.clone(),
+            },
+            (assignment.clone(), Instant::now()),
+        );
         Ok(assignment)
     }
 

@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod audit;
+pub mod cache;
 pub mod changes;
 pub mod config;
 pub mod events;

@@ -34,6 +34,7 @@ use crate::{
     domain::{
         CacheBudget,
         assignment::DEFAULT_COHORT,
+        cache::{self, BoundedCache},
         changes::Changes,
         experiments::{Assignment, ENTRY_OVERHEAD_BYTES, ExperimentService, GLOBAL},
         ids::{Slug, UserId},
@@ -182,7 +183,19 @@ pub struct ConfigUpdate {
     pub decode_errors: Vec<FieldError>,
 }
 
+/// (generation, user id, experiment id) of a fetch.
 type FetchKey = (u64, String, Option<String>);
+
+/// [`FetchKey`] borrowed, so a hit allocates nothing. A derived `Hash` hashes the fields in order,
+/// as the tuple does, and `&str` hashes as `String`.
+#[derive(Hash)]
+struct FetchKeyRef<'a>(u64, &'a str, Option<&'a str>);
+
+impl quick_cache::Equivalent<FetchKey> for FetchKeyRef<'_> {
+    fn equivalent(&self, key: &FetchKey) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2.as_deref()
+    }
+}
 
 #[derive(Clone)]
 pub struct ConfigService {
@@ -194,7 +207,8 @@ struct Inner {
     writes: WriteGate,
     changes: Changes,
     experiments: ExperimentService,
-    fetches: Cache<FetchKey, Arc<RemoteConfig>, ahash::RandomState>,
+    /// Answers kept until `fetched_at + ttl` (checked on every read) or pushed out by the budget.
+    fetches: BoundedCache<FetchKey, Arc<RemoteConfig>>,
     replies: ReplyCache,
     /// Every variant, keyed by (experiment id, cohort), for the generation in the key.
     variants: Cache<u64, Arc<VariantMap>>,
@@ -221,17 +235,16 @@ impl ConfigService {
                 changes,
                 experiments,
                 replies: ReplyCache::new(ttl, caches.replies),
-                fetches: Cache::builder()
-                    .max_capacity(caches.fetches)
-                    .weigher(|key: &FetchKey, fetched: &Arc<RemoteConfig>| {
-                        let bytes = ENTRY_OVERHEAD_BYTES
+                fetches: cache::bounded(
+                    caches.fetches,
+                    2 * ENTRY_OVERHEAD_BYTES,
+                    |key: &FetchKey, fetched: &Arc<RemoteConfig>| {
+                        ENTRY_OVERHEAD_BYTES
                             + key.1.len()
                             + key.2.as_ref().map_or(0, String::len)
-                            + fetched.estimated_bytes();
-                        u32::try_from(bytes).unwrap_or(u32::MAX)
-                    })
-                    .time_to_live(ttl)
-                    .build_with_hasher(ahash::RandomState::new()),
+                            + fetched.estimated_bytes()
+                    },
+                ),
                 variants: Cache::builder().max_capacity(4).time_to_live(ttl).build(),
                 ttl,
                 versions_kept: versions_kept.max(1),
@@ -269,10 +282,8 @@ impl ConfigService {
 
     pub async fn cache_stats(&self) -> CacheStats {
         let inner = &self.inner;
-        // Entry counts are eventually consistent in moka; settle pending work so the figure is exact.
-        inner.fetches.run_pending_tasks().await;
         CacheStats {
-            entries: inner.fetches.entry_count(),
+            entries: inner.fetches.len() as u64,
             hits: inner.hits.load(Ordering::Relaxed),
             misses: inner.misses.load(Ordering::Relaxed),
             ttl_seconds: inner.ttl.as_secs(),
@@ -288,12 +299,10 @@ impl ConfigService {
         experiment_id: Option<&Slug>,
     ) -> Result<Arc<RemoteConfig>> {
         let generation = self.inner.changes.generation();
-        let key = (
-            generation,
-            user_id.to_string(),
-            experiment_id.map(Slug::to_string),
-        );
-        if let Some(config) = self.inner.fetches.get(&key).await {
+        let key = FetchKeyRef(generation, user_id, experiment_id.map(|id| &**id));
+        if let Some(config) = self.inner.fetches.get(&key)
+            && config.fetched_at.elapsed() < self.inner.ttl
+        {
             self.inner.hits.fetch_add(1, Ordering::Relaxed);
             replies::observe(config.fetched_at);
             return Ok(config);
@@ -306,7 +315,14 @@ impl ConfigService {
             None => self.resolve_merged(user_id, generation).await?,
         });
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        self.inner.fetches.insert(key, config.clone()).await;
+        self.inner.fetches.insert(
+            (
+                generation,
+                user_id.to_string(),
+                experiment_id.map(Slug::to_string),
+            ),
+            config.clone(),
+        );
         replies::observe(config.fetched_at);
         Ok(config)
     }
@@ -598,7 +614,7 @@ impl ConfigService {
 
     /// After a config write here or on another instance: every cached answer may be stale.
     pub(crate) fn written(&self) {
-        self.inner.fetches.invalidate_all();
+        self.inner.fetches.clear();
         self.inner.variants.invalidate_all();
         self.inner.changes.record();
     }

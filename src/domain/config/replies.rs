@@ -20,9 +20,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use moka::{Expiry, sync::Cache};
 
-use crate::{auth::Role, domain::experiments::ENTRY_OVERHEAD_BYTES};
+use crate::{
+    auth::Role,
+    domain::{
+        cache::{self, BoundedCache},
+        experiments::ENTRY_OVERHEAD_BYTES,
+    },
+};
 
 /// Request bodies above this size are not cached (a config read is a few hundred bytes).
 const MAX_CACHED_REQUEST_BYTES: usize = 4 * 1024;
@@ -65,21 +70,9 @@ struct Entry {
     body: Bytes,
 }
 
-struct UntilStale;
-
-impl Expiry<ReplyKey, Arc<Entry>> for UntilStale {
-    fn expire_after_create(
-        &self,
-        _key: &ReplyKey,
-        entry: &Arc<Entry>,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(entry.expires_at.saturating_duration_since(created_at))
-    }
-}
-
 pub(super) struct ReplyCache {
-    entries: Cache<ReplyKey, Arc<Entry>, ahash::RandomState>,
+    /// Kept until pushed out by the budget; served only before `expires_at`.
+    entries: BoundedCache<ReplyKey, Arc<Entry>>,
     ttl: Duration,
     doorkeeper: Doorkeeper,
 }
@@ -94,14 +87,13 @@ impl ReplyCache {
     /// Replies kept at most `bytes` of memory (keys, bodies and per-entry overhead).
     pub fn new(ttl: Duration, bytes: u64) -> Self {
         ReplyCache {
-            entries: Cache::builder()
-                .max_capacity(bytes)
-                .weigher(|key: &ReplyKey, entry: &Arc<Entry>| {
-                    let bytes = ENTRY_OVERHEAD_BYTES + key.request.len() + entry.body.len();
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
-                })
-                .expire_after(UntilStale)
-                .build_with_hasher(ahash::RandomState::new()),
+            entries: cache::bounded(
+                bytes,
+                ENTRY_OVERHEAD_BYTES + 512,
+                |key: &ReplyKey, entry: &Arc<Entry>| {
+                    ENTRY_OVERHEAD_BYTES + key.request.len() + entry.body.len()
+                },
+            ),
             ttl,
             doorkeeper: Doorkeeper::new(DOORKEEPER_SLOTS),
         }
