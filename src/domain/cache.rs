@@ -10,38 +10,63 @@
 
 use std::hash::Hash;
 
-/// Weighs an entry by the bytes it holds.
-pub struct WeighBy<K, V>(fn(&K, &V) -> usize);
+use quick_cache::{Equivalent, Weighter};
 
-impl<K, V> Clone for WeighBy<K, V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<K, V> Copy for WeighBy<K, V> {}
-
-impl<K, V> quick_cache::Weighter<K, V> for WeighBy<K, V> {
-    fn weight(&self, key: &K, value: &V) -> u64 {
-        // Zero-weight entries are never evicted; nothing here is that small anyway.
-        (self.0)(key, value).max(1) as u64
-    }
-}
-
-pub type BoundedCache<K, V> = quick_cache::sync::Cache<K, V, WeighBy<K, V>, ahash::RandomState>;
-
-/// A cache of at most `bytes` as `weigh` counts them; `typical_entry_bytes` sizes its tables.
-pub fn bounded<K: Eq + Hash, V: Clone>(
-    bytes: u64,
-    typical_entry_bytes: usize,
+/// A concurrent map of at most `bytes` as its `weigh` function counts them.
+pub struct BoundedCache<K, V> {
+    entries: quick_cache::sync::Cache<K, Weighed<V>, StoredWeight, ahash::RandomState>,
     weigh: fn(&K, &V) -> usize,
-) -> BoundedCache<K, V> {
-    let estimated_entries = (bytes / typical_entry_bytes.max(1) as u64).max(1);
-    quick_cache::sync::Cache::with(
-        usize::try_from(estimated_entries).unwrap_or(usize::MAX),
-        bytes.max(1),
-        WeighBy(weigh),
-        ahash::RandomState::new(),
-        Default::default(),
-    )
+}
+
+/// A value and its weight, computed once at the insert: eviction weighs every entry it passes, and
+/// weighing a fetch walks its config.
+#[derive(Clone)]
+struct Weighed<V> {
+    value: V,
+    bytes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct StoredWeight;
+
+impl<K, V> Weighter<K, Weighed<V>> for StoredWeight {
+    fn weight(&self, _key: &K, weighed: &Weighed<V>) -> u64 {
+        weighed.bytes
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
+    /// `typical_entry_bytes` sizes its tables.
+    pub fn new(bytes: u64, typical_entry_bytes: usize, weigh: fn(&K, &V) -> usize) -> Self {
+        let estimated_entries = (bytes / typical_entry_bytes.max(1) as u64).max(1);
+        BoundedCache {
+            entries: quick_cache::sync::Cache::with(
+                usize::try_from(estimated_entries).unwrap_or(usize::MAX),
+                bytes.max(1),
+                StoredWeight,
+                ahash::RandomState::new(),
+                Default::default(),
+            ),
+            weigh,
+        }
+    }
+
+    pub fn get<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<V> {
+        self.entries.get(key).map(|weighed| weighed.value)
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        // Zero-weight entries are never evicted; nothing here is that small anyway.
+        let bytes = (self.weigh)(&key, &value).max(1) as u64;
+        self.entries.insert(key, Weighed { value, bytes });
+    }
+
+    /// Entries held, including expired ones not yet pushed out.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
 }

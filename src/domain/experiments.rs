@@ -29,7 +29,7 @@ use crate::{
     domain::{
         assignment::{self, CohortWeights},
         audit::{self, AuditRecord, EntityType},
-        cache::{self, BoundedCache},
+        cache::BoundedCache,
         changes::Changes,
         ids::{Slug, UserId},
         metrics::{self, Metric},
@@ -207,7 +207,7 @@ impl ExperimentService {
                     .time_to_live(ttl)
                     .build(),
                 all: Cache::builder().max_capacity(1).time_to_live(ttl).build(),
-                assignments: cache::bounded(
+                assignments: BoundedCache::new(
                     assignment_bytes,
                     ENTRY_OVERHEAD_BYTES + 64,
                     |key: &AssignmentKey, (assignment, _): &(Arc<Assignment>, Instant)| {

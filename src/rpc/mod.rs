@@ -141,10 +141,9 @@ async fn answer(Rpc(state): &Rpc, request: Request, found: &mut Option<calls::Ca
                 .await
                 .map(Bytes::from)
         })
-        .await
-        .and_then(|reply| String::from_utf8(reply.into()).map_err(|_| Error::Internal));
-    match reply {
-        Ok(reply) => success(reply, unwrap, request_content_type),
+        .await;
+    match reply.and_then(|reply| success(reply, unwrap, request_content_type)) {
+        Ok(response) => response,
         Err(error) => error_reply(&error),
     }
 }
@@ -263,25 +262,36 @@ fn transport_error(message: &str) -> Response {
     json_reply(StatusCode::BAD_REQUEST, body.to_string())
 }
 
-fn success(reply: String, unwrap: bool, content_type: Option<HeaderValue>) -> Response {
+/// The reply as sent: the payload text itself with `unwrap`, else `{"payload": <text as a JSON
+/// string>}`. Not UTF-8 text (never produced by the calls) is an internal error.
+fn success(
+    reply: Bytes,
+    unwrap: bool,
+    content_type: Option<HeaderValue>,
+) -> Result<Response, Error> {
+    let text = std::str::from_utf8(&reply).map_err(|_| Error::Internal)?;
     let (content_type, body) = if unwrap {
         (
             content_type.unwrap_or_else(|| HeaderValue::from_static("text/plain")),
-            reply,
+            Body::from(reply),
         )
     } else {
-        // The envelope by hand: building a JSON map only to print it cost more than the lookup.
-        let mut envelope = String::with_capacity(reply.len() + reply.len() / 4 + 16);
-        envelope.push_str("{\"payload\":");
-        envelope.push_str(&serde_json::Value::String(reply).to_string());
-        envelope.push('}');
-        (HeaderValue::from_static("application/json"), envelope)
+        // The envelope by hand, the text escaped straight into it: building a JSON value only to
+        // print it cost more than the lookup.
+        let mut envelope = Vec::with_capacity(text.len() + text.len() / 4 + 16);
+        envelope.extend_from_slice(b"{\"payload\":");
+        serde_json::to_writer(&mut envelope, text).map_err(|_| Error::Internal)?;
+        envelope.push(b'}');
+        (
+            HeaderValue::from_static("application/json"),
+            Body::from(envelope),
+        )
     };
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
-    response
+    Ok(response)
 }
 
 /// Nakama's error body `{"code","error","message"}` (keys in Go's alphabetical order) with the

@@ -34,7 +34,7 @@ use crate::{
     domain::{
         CacheBudget,
         assignment::DEFAULT_COHORT,
-        cache::{self, BoundedCache},
+        cache::BoundedCache,
         changes::Changes,
         experiments::{Assignment, ENTRY_OVERHEAD_BYTES, ExperimentService, GLOBAL},
         ids::{Slug, UserId},
@@ -235,7 +235,7 @@ impl ConfigService {
                 changes,
                 experiments,
                 replies: ReplyCache::new(ttl, caches.replies),
-                fetches: cache::bounded(
+                fetches: BoundedCache::new(
                     caches.fetches,
                     2 * ENTRY_OVERHEAD_BYTES,
                     |key: &FetchKey, fetched: &Arc<RemoteConfig>| {
@@ -283,7 +283,7 @@ impl ConfigService {
     pub async fn cache_stats(&self) -> CacheStats {
         let inner = &self.inner;
         CacheStats {
-            entries: inner.fetches.len() as u64,
+            entries: inner.fetches.entry_count() as u64,
             hits: inner.hits.load(Ordering::Relaxed),
             misses: inner.misses.load(Ordering::Relaxed),
             ttl_seconds: inner.ttl.as_secs(),

@@ -23,10 +23,7 @@ use bytes::Bytes;
 
 use crate::{
     auth::Role,
-    domain::{
-        cache::{self, BoundedCache},
-        experiments::ENTRY_OVERHEAD_BYTES,
-    },
+    domain::{cache::BoundedCache, experiments::ENTRY_OVERHEAD_BYTES},
 };
 
 /// Request bodies above this size are not cached (a config read is a few hundred bytes).
@@ -87,7 +84,7 @@ impl ReplyCache {
     /// Replies kept at most `bytes` of memory (keys, bodies and per-entry overhead).
     pub fn new(ttl: Duration, bytes: u64) -> Self {
         ReplyCache {
-            entries: cache::bounded(
+            entries: BoundedCache::new(
                 bytes,
                 ENTRY_OVERHEAD_BYTES + 512,
                 |key: &ReplyKey, entry: &Arc<Entry>| {
