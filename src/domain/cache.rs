@@ -70,3 +70,36 @@ impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
         self.entries.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_cache_stays_within_its_bytes_and_keeps_what_fits() {
+        let cache = BoundedCache::new(10_000, 100, |_: &u32, value: &String| value.len());
+        for key in 0..1_000u32 {
+            cache.insert(key, "x".repeat(100));
+        }
+        // 1,000 entries of 100 bytes were offered to 10,000 bytes: at most 100 are held.
+        let held = (0..1_000u32).filter(|key| cache.get(key).is_some()).count();
+        assert!(
+            held <= 100,
+            "{held} entries of 100 bytes held in 10,000 bytes"
+        );
+        assert!(
+            held >= 50,
+            "only {held} entries held; the budget allows 100"
+        );
+        assert_eq!(cache.entry_count(), held);
+        cache.clear();
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn an_entry_larger_than_a_shard_is_not_kept() {
+        let cache = BoundedCache::new(1_000, 100, |_: &u32, value: &String| value.len());
+        cache.insert(1, "x".repeat(5_000));
+        assert_eq!(cache.get(&1), None);
+    }
+}

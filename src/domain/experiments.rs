@@ -677,3 +677,30 @@ fn validate_experiment(input: &ExperimentInput) -> Result<ValidExperiment> {
         end_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assignment_cached_under_its_owned_key_is_found_by_the_borrowed_one() {
+        let cache = BoundedCache::new(1 << 20, 100, |_: &AssignmentKey, _: &u8| 100);
+        cache.insert(
+            AssignmentKey {
+                user_id: "player-1".to_owned(),
+                experiment_id: "exp_a".to_owned(),
+            },
+            7,
+        );
+        let found = |user_id, experiment_id| {
+            cache.get(&AssignmentKeyRef {
+                user_id,
+                experiment_id,
+            })
+        };
+        assert_eq!(found("player-1", "exp_a"), Some(7));
+        assert_eq!(found("player-1", "exp_b"), None);
+        // The boundary between the two strings is part of the key.
+        assert_eq!(found("player-1e", "xp_a"), None);
+    }
+}

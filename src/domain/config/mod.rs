@@ -698,3 +698,22 @@ fn check_note(note: Option<&str>) -> std::result::Result<(), FieldError> {
 pub fn version_cursor(version: i64) -> String {
     paging::cursor(VERSION_CURSOR_KIND, version)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_cached_under_its_owned_key_is_found_by_the_borrowed_one() {
+        let cache = BoundedCache::new(1 << 20, 100, |_: &FetchKey, _: &u8| 100);
+        cache.insert((3, "player-1".to_owned(), None), 1);
+        cache.insert((3, "player-1".to_owned(), Some("exp_a".to_owned())), 2);
+        assert_eq!(cache.get(&FetchKeyRef(3, "player-1", None)), Some(1));
+        assert_eq!(
+            cache.get(&FetchKeyRef(3, "player-1", Some("exp_a"))),
+            Some(2)
+        );
+        assert_eq!(cache.get(&FetchKeyRef(4, "player-1", None)), None);
+        assert_eq!(cache.get(&FetchKeyRef(3, "player-1", Some("exp_b"))), None);
+    }
+}
